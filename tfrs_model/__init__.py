@@ -1,0 +1,7 @@
+"""Two-tower retrieval on TensorFlow Recommenders: data, towers, model, training, evaluation."""
+
+import os
+
+# TFRS 0.7 needs Keras 2; TensorFlow reads this once, at its first import, so it is set here
+# before any module of this package imports TensorFlow. An explicit user setting wins.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
