@@ -1,0 +1,56 @@
+"""`twotower train`: train a two-tower model and write a run directory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tfrs_model.cli._common import add_data_arguments, cache_dir, data_config, load_config_file
+from tfrs_model.config import RunConfig, with_overrides
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="train a model and write a run directory")
+    add_data_arguments(parser)
+    parser.add_argument("--out", required=True, help="run directory to create (e.g. runs/ml100k)")
+    parser.add_argument("--config", help="JSON/YAML file with data, model and train sections")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--embedding-dim", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--strategy", choices=("default", "mirrored", "multi-worker"))
+    parser.add_argument("--force", action="store_true", help="replace an existing --out")
+    parser.set_defaults(handler=run)
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    base = load_config_file(args.config)
+    return RunConfig(
+        data=data_config(args, base.data),
+        model=with_overrides(base.model, embedding_dim=args.embedding_dim),
+        train=with_overrides(
+            base.train,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            strategy=args.strategy,
+        ),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from tfrs_model.data import load_data
+    from tfrs_model.training import train
+
+    config = build_config(args)
+    data = load_data(config.data, cache_dir())
+    result = train(data, config, Path(args.out), overwrite=args.force)
+    print(
+        f"best epoch {result.best_epoch}: validation recall@10 "
+        f"{result.validation.get('recall_at_10', float('nan')):.4f}, "
+        f"ndcg@10 {result.validation.get('ndcg_at_10', float('nan')):.4f} "
+        f"({result.seconds:.0f}s, {result.examples_per_second:,.0f} examples/s) -> {args.out}"
+    )
+    return 0

@@ -1,0 +1,194 @@
+"""Typed configuration for data, model and training, saved with every run as `config.json`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from tfrs_model.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the interactions come from and how they are split.
+
+    Attributes:
+      dataset: a MovieLens name (`movielens-100k`, ...) or `tabular` for a dataset config file.
+      data_dir: directory with extracted files; None downloads MovieLens into the cache.
+      dataset_config: YAML file declaring a tabular dataset (with `dataset="tabular"`).
+      split: `per-user` holds out the last fractions of each user's interactions by time;
+        `global-time` cuts all interactions at two points in time.
+      test_fraction, validation_fraction: per-user: the last `test_fraction` of each user's
+        interactions is test, and the last `validation_fraction` of the rest is validation.
+        global-time: the same fractions of the time-ordered log.
+      min_positive_rating: interactions rated at least this are positives; None counts every
+        interaction as positive (implicit feedback, or sources without ratings).
+      history_length: how many past items form the query's history feature.
+      drop_duplicates: drop repeated (user, item, timestamp) rows instead of failing.
+    """
+
+    dataset: str = "movielens-100k"
+    data_dir: str | None = None
+    dataset_config: str | None = None
+    split: Literal["per-user", "global-time"] = "per-user"
+    test_fraction: float = 0.2
+    validation_fraction: float = 0.1
+    min_positive_rating: float | None = 4.0
+    history_length: int = 20
+    drop_duplicates: bool = False
+
+    def __post_init__(self) -> None:
+        if self.split not in ("per-user", "global-time"):
+            raise ConfigError(f"split must be 'per-user' or 'global-time', got {self.split!r}")
+        for name in ("test_fraction", "validation_fraction"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise ConfigError(f"{name} must be in (0, 1), got {value}")
+        if self.history_length < 0:
+            raise ConfigError(f"history_length must be >= 0, got {self.history_length}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Towers and retrieval task.
+
+    Attributes:
+      embedding_dim: output dimension of both towers.
+      id_embedding_dim: embedding size of user and item ids (and history items).
+      feature_embedding_dim: embedding size of the other categorical features.
+      hidden_layers: sizes of the MLP on top of the concatenated embeddings; () for none.
+      l2_normalize: unit-normalize tower outputs, so scores are cosines divided by `temperature`.
+      temperature: softmax temperature of the retrieval loss.
+      logq_correction: subtract log(sampling probability) of in-batch negatives (item frequency).
+      remove_accidental_hits: ignore in-batch negatives that are the positive item itself.
+      use_user_features, use_item_features, use_history: feature switches.
+      oov_buckets: out-of-vocabulary buckets per lookup, so unseen ids still embed.
+      id_dropout: training-time probability of replacing a user or item id by the
+        out-of-vocabulary bucket, which teaches the towers to answer from features (cold start).
+      dropout: dropout rate between MLP layers.
+    """
+
+    embedding_dim: int = 64
+    id_embedding_dim: int = 64
+    feature_embedding_dim: int = 16
+    hidden_layers: tuple[int, ...] = (128,)
+    l2_normalize: bool = True
+    temperature: float = 0.05
+    logq_correction: bool = True
+    remove_accidental_hits: bool = True
+    use_user_features: bool = True
+    use_item_features: bool = True
+    use_history: bool = True
+    oov_buckets: int = 1
+    id_dropout: float = 0.05
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.embedding_dim <= 0 or self.id_embedding_dim <= 0:
+            raise ConfigError("embedding_dim and id_embedding_dim must be positive")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if self.oov_buckets < 1:
+            raise ConfigError("oov_buckets must be >= 1 so unseen ids still get an embedding")
+        if not 0.0 <= self.id_dropout < 1.0:
+            raise ConfigError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation.
+
+    Attributes:
+      epochs: maximum epochs; early stopping on validation Recall@10 may stop sooner.
+      early_stopping_patience: epochs without improvement before stopping; 0 disables.
+      strategy: `default`, `mirrored` (all local devices) or `multi-worker` (reads TF_CONFIG).
+    """
+
+    epochs: int = 30
+    batch_size: int = 1024
+    learning_rate: float = 0.003
+    optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
+    seed: int = 42
+    early_stopping_patience: int = 4
+    strategy: Literal["default", "mirrored", "multi-worker"] = "default"
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("epochs and batch_size must be >= 1")
+        if self.optimizer not in ("adam", "adagrad", "sgd"):
+            raise ConfigError(f"optimizer must be adam, adagrad or sgd, got {self.optimizer!r}")
+        if self.strategy not in ("default", "mirrored", "multi-worker"):
+            raise ConfigError(
+                f"strategy must be default, mirrored or multi-worker, got {self.strategy!r}"
+            )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        unknown = set(values) - {"data", "model", "train"}
+        if unknown:
+            raise ConfigError(
+                f"unknown config section(s) {sorted(unknown)}; use data, model, train"
+            )
+        return cls(
+            data=from_mapping(DataConfig, values.get("data", {})),
+            model=from_mapping(ModelConfig, values.get("model", {})),
+            train=from_mapping(TrainConfig, values.get("train", {})),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> RunConfig:
+        try:
+            values = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ConfigError(f"cannot read config {path}: {error}") from None
+        return cls.from_dict(values)
+
+
+def from_mapping(cls: type[T], values: dict[str, Any]) -> T:
+    """Builds dataclass `cls` from a mapping, rejecting unknown keys and coercing lists to tuples.
+
+    Raises:
+      ConfigError: a key is not a field of `cls`.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ConfigError(
+            f"unknown {cls.__name__} field(s) {sorted(unknown)}; valid fields: {sorted(names)}"
+        )
+    hints = typing.get_type_hints(cls)
+    coerced = {}
+    for key, value in values.items():
+        origin = typing.get_origin(hints[key])
+        if isinstance(value, list) and (origin is tuple or origin is types.UnionType):
+            value = tuple(value)
+        coerced[key] = value
+    return cls(**coerced)
+
+
+def with_overrides(config: T, **overrides: Any) -> T:
+    """A copy of a frozen dataclass with the non-None overrides applied."""
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})

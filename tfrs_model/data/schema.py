@@ -1,0 +1,260 @@
+"""The normalized in-memory schema every data source is converted to.
+
+interactions: user_id (str), item_id (str), timestamp (int64, seconds), rating (float64, NaN when the
+  source has none), weight (float32, 1.0 unless the source says otherwise).
+users: user_id (str) plus one column per user feature.
+items: item_id (str), title (str) plus one column per item feature.
+
+A feature column holds strings; a multi-valued one (genres, title tokens, languages) holds tuples of
+strings. Every filter or repair that touches rows is counted in a `FilterReport`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from tfrs_model.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp", "rating", "weight")
+
+
+@dataclass(frozen=True)
+class FeatureColumn:
+    """A categorical feature column: scalar (`max_values == 0`) or multi-valued (a tuple per row)."""
+
+    name: str
+    max_values: int = 0
+
+    @property
+    def multivalued(self) -> bool:
+        return self.max_values > 0
+
+
+@dataclass(frozen=True)
+class FilterReport:
+    """How many rows one step removed (or repaired) and why."""
+
+    step: str
+    removed: int
+    remaining: int
+
+    def __str__(self) -> str:
+        return f"{self.step}: {self.removed} rows affected, {self.remaining} remain"
+
+
+@dataclass(frozen=True)
+class InteractionData:
+    """Interactions, users and items in the normalized schema (see the module docstring)."""
+
+    name: str
+    interactions: pd.DataFrame
+    users: pd.DataFrame
+    items: pd.DataFrame
+    user_features: tuple[FeatureColumn, ...] = ()
+    item_features: tuple[FeatureColumn, ...] = ()
+    reports: tuple[FilterReport, ...] = field(default=())
+
+    @property
+    def has_ratings(self) -> bool:
+        return bool(self.interactions["rating"].notna().any())
+
+    def summary(self) -> dict[str, int | str]:
+        return {
+            "dataset": self.name,
+            "interactions": len(self.interactions),
+            "users": len(self.users),
+            "items": len(self.items),
+        }
+
+
+def _require_columns(frame: pd.DataFrame, columns: tuple[str, ...], table: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{table} table is missing column(s) {missing}; it has {list(frame.columns)}. "
+            f"Rename the source columns to {list(columns)} (or map them in the dataset config)."
+        )
+
+
+def _parse_timestamps(values: pd.Series) -> np.ndarray:
+    """Seconds since the epoch from integers, floats or date strings.
+
+    Raises:
+      DataError: some value cannot be parsed; the message shows one.
+    """
+    if pd.api.types.is_numeric_dtype(values):
+        if values.isna().any():
+            raise DataError(
+                f"interactions.timestamp has {int(values.isna().sum())} empty values; "
+                "every interaction needs a time for the temporal split"
+            )
+        return values.astype("int64").to_numpy()
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = values
+    else:
+        numeric = pd.to_numeric(values, errors="coerce")
+        if numeric.notna().all():
+            return numeric.astype("int64").to_numpy()
+        parsed = pd.to_datetime(values, errors="coerce", utc=True)
+    bad = parsed.isna()
+    if bad.any():
+        example = values[bad].iloc[0]
+        raise DataError(
+            f"interactions.timestamp: {int(bad.sum())} value(s) are not times (e.g. {example!r}); "
+            "use epoch seconds or ISO-8601 strings"
+        )
+    if getattr(parsed.dt, "tz", None) is None:
+        parsed = parsed.dt.tz_localize("UTC")
+    return (parsed.dt.tz_convert("UTC").astype("int64") // 10**9).to_numpy()
+
+
+def _parse_ratings(values: pd.Series) -> np.ndarray:
+    numeric = pd.to_numeric(values, errors="coerce")
+    bad = numeric.isna() & values.notna()
+    if bad.any():
+        raise DataError(
+            f"interactions.rating: {int(bad.sum())} value(s) are not numbers "
+            f"(e.g. {values[bad].iloc[0]!r}); fix or drop them, or leave the column out"
+        )
+    return numeric.astype("float64").to_numpy()
+
+
+def _string_ids(values: pd.Series, column: str) -> pd.Series:
+    if values.isna().any():
+        raise DataError(
+            f"{column} has {int(values.isna().sum())} empty value(s); every row needs an id"
+        )
+    # Integers read as floats (1.0) would otherwise become "1.0" and never match "1".
+    if pd.api.types.is_float_dtype(values) and (values == values.round()).all():
+        values = values.astype("int64")
+    return values.astype(str)
+
+
+def normalize_interactions(
+    frame: pd.DataFrame, *, drop_duplicates: bool = False
+) -> tuple[pd.DataFrame, list[FilterReport]]:
+    """Converts raw interactions to the normalized schema.
+
+    Args:
+      frame: needs user_id, item_id, timestamp; rating and weight are optional.
+      drop_duplicates: drop repeated (user_id, item_id, timestamp) rows instead of failing.
+
+    Returns:
+      The normalized frame sorted by (user_id, timestamp, item_id), and the reports of its repairs.
+
+    Raises:
+      DataError: empty input, missing columns, unparseable values, or duplicates.
+    """
+    if frame is None or len(frame) == 0:
+        raise DataError("no interactions: the source is empty; check the path, table or query")
+    _require_columns(frame, ("user_id", "item_id", "timestamp"), "interactions")
+    out = pd.DataFrame(
+        {
+            "user_id": _string_ids(frame["user_id"], "interactions.user_id"),
+            "item_id": _string_ids(frame["item_id"], "interactions.item_id"),
+            "timestamp": _parse_timestamps(frame["timestamp"]),
+            "rating": _parse_ratings(frame["rating"]) if "rating" in frame else np.nan,
+            "weight": (
+                pd.to_numeric(frame["weight"], errors="raise").astype("float32")
+                if "weight" in frame
+                else np.float32(1.0)
+            ),
+        }
+    )
+    reports: list[FilterReport] = []
+    duplicated = out.duplicated(subset=["user_id", "item_id", "timestamp"])
+    if duplicated.any():
+        count = int(duplicated.sum())
+        if not drop_duplicates:
+            row = out[duplicated].iloc[0]
+            raise DataError(
+                f"interactions has {count} duplicate (user_id, item_id, timestamp) row(s), e.g. "
+                f"user {row.user_id} item {row.item_id} at {row.timestamp}; deduplicate the "
+                "source or pass --drop-duplicates"
+            )
+        out = out[~duplicated]
+        reports.append(FilterReport("drop duplicate interactions", count, len(out)))
+    out = out.sort_values(["user_id", "timestamp", "item_id"], kind="stable").reset_index(drop=True)
+    return out, reports
+
+
+def _fill_missing_rows(
+    table: pd.DataFrame, key: str, ids: pd.Series, defaults: dict[str, object], name: str
+) -> tuple[pd.DataFrame, FilterReport | None]:
+    """Adds rows for ids the interactions use but the table lacks, with empty features."""
+    missing = pd.Index(ids.unique()).difference(pd.Index(table[key]))
+    if len(missing) == 0:
+        return table, None
+    extra = pd.DataFrame({key: missing.astype(str)})
+    for column, value in defaults.items():
+        extra[column] = [value] * len(extra) if isinstance(value, tuple) else value
+    table = pd.concat([table, extra], ignore_index=True)
+    logger.warning(
+        "%d %s ids appear only in interactions; added with empty features", len(missing), name
+    )
+    return table, FilterReport(
+        f"add {name}s missing from the {name} table", len(missing), len(table)
+    )
+
+
+def build_dataset(
+    name: str,
+    interactions: pd.DataFrame,
+    users: pd.DataFrame | None,
+    items: pd.DataFrame | None,
+    user_features: tuple[FeatureColumn, ...] = (),
+    item_features: tuple[FeatureColumn, ...] = (),
+    *,
+    drop_duplicates: bool = False,
+) -> InteractionData:
+    """Validates and assembles an `InteractionData` from three frames.
+
+    Users or items that interactions mention but the side tables lack are added with empty
+    features (and counted), so cold rows still get embeddings from the out-of-vocabulary buckets.
+
+    Raises:
+      DataError: see `normalize_interactions`; also duplicate ids in the user or item table.
+    """
+    frame, reports = normalize_interactions(interactions, drop_duplicates=drop_duplicates)
+    users = pd.DataFrame({"user_id": []}) if users is None else users.copy()
+    items = pd.DataFrame({"item_id": [], "title": []}) if items is None else items.copy()
+    _require_columns(users, ("user_id", *(f.name for f in user_features)), "users")
+    _require_columns(items, ("item_id", *(f.name for f in item_features)), "items")
+    users["user_id"] = _string_ids(users["user_id"], "users.user_id")
+    items["item_id"] = _string_ids(items["item_id"], "items.item_id")
+    if "title" not in items:
+        items["title"] = items["item_id"]
+    for table, key in ((users, "user_id"), (items, "item_id")):
+        dup = table[key].duplicated()
+        if dup.any():
+            raise DataError(
+                f"{key[:-3]}s table has {int(dup.sum())} duplicate {key}(s), e.g. "
+                f"{table[key][dup].iloc[0]!r}; each id must appear once"
+            )
+    user_defaults = {f.name: (() if f.multivalued else "") for f in user_features}
+    item_defaults = {"title": "", **{f.name: (() if f.multivalued else "") for f in item_features}}
+    users, user_report = _fill_missing_rows(
+        users, "user_id", frame["user_id"], user_defaults, "user"
+    )
+    items, item_report = _fill_missing_rows(
+        items, "item_id", frame["item_id"], item_defaults, "item"
+    )
+    reports += [r for r in (user_report, item_report) if r is not None]
+    items.loc[items["title"].isna() | (items["title"] == ""), "title"] = items["item_id"]
+    for report in reports:
+        logger.info("%s", report)
+    return InteractionData(
+        name=name,
+        interactions=frame,
+        users=users.reset_index(drop=True),
+        items=items.reset_index(drop=True),
+        user_features=tuple(user_features),
+        item_features=tuple(item_features),
+        reports=tuple(reports),
+    )

@@ -1,0 +1,46 @@
+"""Resolves a `DataConfig` to an `InteractionData`: MovieLens from a directory or the download
+cache, or a tabular dataset described by a config file."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from tfrs_model.config import DataConfig
+from tfrs_model.data.movielens import DATASET_FORMATS, load_movielens
+from tfrs_model.data.schema import InteractionData
+from tfrs_model.errors import DataError
+
+TABULAR = "tabular"
+
+
+def load_data(config: DataConfig, cache_dir: Path) -> InteractionData:
+    """Loads the interactions a run trains on.
+
+    Args:
+      config: `dataset` names a MovieLens variant, or `tabular` with `dataset_config` set.
+      cache_dir: where MovieLens archives are downloaded when `data_dir` is not given.
+
+    Raises:
+      DataError: unknown dataset, unreadable files, or a failed download.
+    """
+    if config.dataset == TABULAR or config.dataset_config:
+        if not config.dataset_config:
+            raise DataError("dataset 'tabular' needs --dataset-config FILE (a YAML dataset config)")
+        try:
+            tabular = importlib.import_module("tfrs_model.data.tabular")
+        except ModuleNotFoundError:
+            raise DataError("tabular datasets are not available in this build") from None
+        return tabular.load_tabular(Path(config.dataset_config), config)
+    if config.dataset not in DATASET_FORMATS:
+        raise DataError(
+            f"unknown dataset {config.dataset!r}; use one of {', '.join(DATASET_FORMATS)}, or "
+            "--dataset-config FILE for your own interaction logs"
+        )
+    if config.data_dir:
+        directory = Path(config.data_dir)
+    else:
+        from tfrs_model.data.download import fetch_movielens
+
+        directory = fetch_movielens(config.dataset, cache_dir)
+    return load_movielens(config.dataset, directory, drop_duplicates=config.drop_duplicates)

@@ -1,0 +1,1 @@
+"""Offline evaluation: ranking metrics, the protocol, baselines and the harness."""

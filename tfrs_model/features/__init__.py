@@ -1,0 +1,1 @@
+"""Feature specs, vocabularies, histories and tf.data pipelines."""

@@ -1,0 +1,71 @@
+"""The query and candidate towers: plain Keras models from string features to embeddings."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfrs_model.config import ModelConfig
+from tfrs_model.features.spec import CANDIDATE, HISTORY, ITEM_ID, QUERY, USER_ID, FeatureSet
+from tfrs_model.layers import FeatureEmbedding, HistoryEmbedding
+
+# Any string not in a vocabulary: replaces an id during id dropout to reach the OOV bucket.
+_OOV_TOKEN = "[oov]"
+
+
+class Tower(tf.keras.Model):
+    """Embeds each feature, concatenates, applies an MLP and projects to `embedding_dim`.
+
+    Inputs: a dict of string tensors keyed by feature name (`[batch]` or `[batch, L]`); keys of
+    the other tower are ignored.
+    Output: `[batch, embedding_dim]` float32, unit-norm when `l2_normalize` is set.
+    """
+
+    def __init__(self, features: FeatureSet, tower: str, config: ModelConfig, **kwargs) -> None:
+        super().__init__(name=kwargs.pop("name", f"{tower}_tower"), **kwargs)
+        self.specs = features.for_tower(tower)
+        self.id_feature = USER_ID if tower == QUERY else ITEM_ID
+        self.config = config
+        self.embeddings = {
+            spec.name: (HistoryEmbedding if spec.name == HISTORY else FeatureEmbedding)(
+                spec, config.oov_buckets
+            )
+            for spec in self.specs
+        }
+        self.hidden = [
+            tf.keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")
+            for i, units in enumerate(config.hidden_layers)
+        ]
+        self.dropout = tf.keras.layers.Dropout(config.dropout)
+        self.projection = tf.keras.layers.Dense(config.embedding_dim, name="projection")
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.specs)
+
+    def _drop_ids(self, ids: tf.Tensor) -> tf.Tensor:
+        """Replaces each id by an OOV token with probability `id_dropout` (training only)."""
+        keep = tf.random.uniform(tf.shape(ids)) >= self.config.id_dropout
+        return tf.where(keep, ids, tf.fill(tf.shape(ids), _OOV_TOKEN))
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        parts = []
+        for spec in self.specs:
+            values = inputs[spec.name]
+            if training and spec.name == self.id_feature and self.config.id_dropout > 0:
+                values = self._drop_ids(values)
+            parts.append(self.embeddings[spec.name](values))
+        x = tf.concat(parts, axis=1)
+        for layer in self.hidden:
+            x = self.dropout(layer(x), training=training)
+        x = self.projection(x)
+        return tf.math.l2_normalize(x, axis=1) if self.config.l2_normalize else x
+
+
+def query_tower(features: FeatureSet, config: ModelConfig) -> Tower:
+    """The user side: user id, user features, history."""
+    return Tower(features, QUERY, config)
+
+
+def candidate_tower(features: FeatureSet, config: ModelConfig) -> Tower:
+    """The item side: item id and item features."""
+    return Tower(features, CANDIDATE, config)
