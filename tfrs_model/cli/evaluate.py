@@ -7,7 +7,10 @@ import argparse
 import json
 from pathlib import Path
 
-from tfrs_model.cli._common import add_data_arguments
+from tfrs_model.cli._common import add_data_arguments, cache_dir, data_config
+
+# DataConfig fields the data flags can override when evaluating a SavedModel.
+_DATA_FLAGS = ("dataset", "data_dir", "dataset_config", "drop_duplicates")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,16 +26,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tfrs_model.evaluation.evaluate import markdown_report
     from tfrs_model.evaluation import service
+    from tfrs_model.evaluation.evaluate import markdown_report
 
     if args.run:
         report = service.evaluate_run_dir(
             Path(args.run), args.split, with_baselines=not args.no_baselines
         )
     else:
+        overrides = {k: v for k, v in vars(data_config(args)).items() if k in _DATA_FLAGS}
         report = service.evaluate_saved_model(
-            Path(args.saved_model), args, args.split, with_baselines=not args.no_baselines
+            Path(args.saved_model),
+            overrides,
+            args.split,
+            cache_dir=cache_dir(),
+            with_baselines=not args.no_baselines,
         )
     print(markdown_report(report))
     if args.json:

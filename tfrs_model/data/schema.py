@@ -101,7 +101,23 @@ def _parse_timestamps(values: pd.Series) -> np.ndarray:
         numeric = pd.to_numeric(values, errors="coerce")
         if numeric.notna().all():
             return numeric.astype("int64").to_numpy()
+        if numeric.notna().any():
+            # Epoch seconds with a few broken values: name those. Parsing every value as a date
+            # used to blame the valid numbers instead ("'881250949' is not a time").
+            bad = numeric.isna()
+            raise DataError(
+                f"interactions.timestamp: {int(bad.sum())} value(s) are not epoch seconds like "
+                f"the rest (e.g. {values[bad].iloc[0]!r}); use one format for the whole column, "
+                "epoch seconds or ISO-8601 strings"
+            )
         parsed = pd.to_datetime(values, errors="coerce", utc=True)
+        # The inferred format comes from the first value, so other valid ISO-8601 shapes
+        # ("2001-01-01" then "2001-01-02 10:00:00") came back as NaT; re-parse those as ISO.
+        retry = parsed.isna() & values.notna()
+        if retry.any():
+            parsed[retry] = pd.to_datetime(
+                values[retry], errors="coerce", utc=True, format="ISO8601"
+            )
     bad = parsed.isna()
     if bad.any():
         example = values[bad].iloc[0]
@@ -111,7 +127,11 @@ def _parse_timestamps(values: pd.Series) -> np.ndarray:
         )
     if getattr(parsed.dt, "tz", None) is None:
         parsed = parsed.dt.tz_localize("UTC")
-    return (parsed.dt.tz_convert("UTC").astype("int64") // 10**9).to_numpy()
+    # Not `astype("int64") // 10**9`: pandas 3 parses strings at microsecond (not nanosecond)
+    # resolution, which made every date string 1000x too early. Dividing by a Timedelta is
+    # independent of the resolution.
+    seconds = (parsed.dt.tz_convert("UTC") - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    return seconds.astype("int64").to_numpy()
 
 
 def _parse_ratings(values: pd.Series) -> np.ndarray:
@@ -123,6 +143,18 @@ def _parse_ratings(values: pd.Series) -> np.ndarray:
             f"(e.g. {values[bad].iloc[0]!r}); fix or drop them, or leave the column out"
         )
     return numeric.astype("float64").to_numpy()
+
+
+def _parse_weights(values: pd.Series) -> np.ndarray:
+    # errors="raise" let pandas' bare ValueError escape, which the CLI shows as a traceback.
+    numeric = pd.to_numeric(values, errors="coerce")
+    bad = numeric.isna()
+    if bad.any():
+        raise DataError(
+            f"interactions.weight: {int(bad.sum())} value(s) are not numbers "
+            f"(e.g. {values[bad].iloc[0]!r}); fix them, or leave the column out for weight 1"
+        )
+    return numeric.astype("float32").to_numpy()
 
 
 def _string_ids(values: pd.Series, column: str) -> pd.Series:
@@ -161,9 +193,7 @@ def normalize_interactions(
             "timestamp": _parse_timestamps(frame["timestamp"]),
             "rating": _parse_ratings(frame["rating"]) if "rating" in frame else np.nan,
             "weight": (
-                pd.to_numeric(frame["weight"], errors="raise").astype("float32")
-                if "weight" in frame
-                else np.float32(1.0)
+                _parse_weights(frame["weight"]) if "weight" in frame else np.float32(1.0)
             ),
         }
     )

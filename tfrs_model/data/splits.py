@@ -71,7 +71,10 @@ def _label_per_user(frame: pd.DataFrame, config: DataConfig) -> np.ndarray:
 def _label_global(frame: pd.DataFrame, config: DataConfig) -> np.ndarray:
     times = frame["timestamp"].to_numpy()
     test_cut = np.quantile(times, 1.0 - config.test_fraction)
-    val_cut = np.quantile(times[times < test_cut], 1.0 - config.validation_fraction)
+    earlier = times[times < test_cut]
+    # All interactions at or after the test cut (e.g. one timestamp for all) used to crash
+    # np.quantile with an IndexError; leave train empty so the no-positives DataError explains.
+    val_cut = np.quantile(earlier, 1.0 - config.validation_fraction) if len(earlier) else test_cut
     labels = np.full(len(frame), TRAIN, dtype=object)
     labels[times >= val_cut] = VALIDATION
     labels[times >= test_cut] = TEST

@@ -102,11 +102,19 @@ def top_k_excluding(scores: np.ndarray, excluded: list[np.ndarray], k: int) -> n
       excluded: per row, indices to skip.
 
     Returns:
-      `[U, k]` int64 indices; ties keep the lower index first.
+      `[U, k]` int64 indices; ties keep the lower index first. Slots beyond a row's
+      non-excluded items hold -1 (the metrics' empty slot), so the width is always `k`.
     """
     scores = np.array(scores, dtype=np.float64, copy=True)
+    mask = np.zeros(scores.shape, dtype=bool)
     for row, items in enumerate(excluded):
-        scores[row, items] = -np.inf
-    k = min(k, scores.shape[1])
+        mask[row, items] = True
+    scores[mask] = -np.inf
     # A stable sort on negated scores breaks ties by index, matching tf.math.top_k.
-    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    # Excluded items sort last but used to fill the list when fewer than k others remained, and
+    # a catalog smaller than k gave fewer than k columns, which `ranking_metrics` rejects for
+    # K=100. Mark both as empty slots instead.
+    ranked = np.where(np.take_along_axis(mask, ranked, axis=1), -1, ranked)
+    padding = np.full((len(ranked), k - ranked.shape[1]), -1, dtype=ranked.dtype)
+    return np.concatenate([ranked, padding], axis=1)

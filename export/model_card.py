@@ -1,0 +1,70 @@
+"""The model card and item catalog written to `assets.extra/` beside the SavedModel."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from tfrs_model.run import Run
+
+_PACKAGES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "scann", "numpy", "twotower")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_commit(start: Path | None = None) -> str | None:
+    """The commit of the project checkout this code runs from, if it is one."""
+    directory = start or Path(__file__).resolve().parent
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def model_card(
+    run: Run,
+    *,
+    version: int,
+    index: dict[str, Any],
+    k: int,
+    known_through: str,
+    signatures: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Everything a reader needs to trust and reproduce an exported version."""
+    return {
+        "model": "twotower",
+        "version": version,
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "run_dir": str(run.directory.resolve()),
+        "config": run.config.to_dict(),
+        "k": k,
+        "index": index,
+        "known_through": known_through,
+        "data": run.metrics.get("data", {}),
+        "filters": run.metrics.get("filters", []),
+        "evaluation": {
+            "validation": run.metrics.get("validation", {}),
+            "best_epoch": run.metrics.get("best_epoch"),
+        },
+        "signatures": signatures,
+        "packages": package_versions(),
+        "git_commit": git_commit(),
+    }

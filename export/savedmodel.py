@@ -1,0 +1,269 @@
+"""Exports a training run as a new version directory under `model_base_path`.
+
+The version is built in a hidden temporary sibling (`.<N>.tmp-*`, which TF Serving and the
+embedded server ignore), verified in a fresh process, and only then renamed to `<N>`: a server
+polling the base path never sees a half-written or unverified version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from export import contract
+from export.index import IndexConfig, build_index, resolved_parameters
+from export.model_card import model_card
+from export.signatures import BakedUsers, ServingModule
+from export.warmup import WarmupRequest, write_warmup_file
+from tfrs_model.data.splits import TEST, SplitData
+from tfrs_model.errors import ExportError
+from tfrs_model.evaluation.two_tower import embed
+from tfrs_model.features.examples import candidate_inputs, query_inputs
+from tfrs_model.features.history import latest_history
+from tfrs_model.features.spec import HISTORY, FeatureSet
+from tfrs_model.features.tables import FeatureTables
+from tfrs_model.run import Run
+
+logger = logging.getLogger(__name__)
+
+SAVE_OPTIONS_NAMESPACES = ["Scann"]
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What to export and where.
+
+    Attributes:
+      run_dir: a finished `twotower train` run.
+      model_base_path: TF Serving's base path; versions are its integer subdirectories.
+      version: None picks the next integer after the highest existing version.
+      index: retrieval index kind and parameters.
+      known_through: history and exclusions baked for `serving_default`: `validation` uses
+        interactions before the test split (so the export can be evaluated on test), `all`
+        uses every interaction in the run's data (for production).
+      force: replace an existing version directory.
+      verify: load and check the SavedModel in a fresh process before publishing it.
+    """
+
+    run_dir: str
+    model_base_path: str
+    version: int | None = None
+    index: IndexConfig = field(default_factory=IndexConfig)
+    known_through: Literal["validation", "all"] = "validation"
+    force: bool = False
+    verify: bool = True
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    version: int
+    path: Path
+    verification: dict[str, Any]
+
+
+def existing_versions(base: Path) -> list[int]:
+    """Integer-named subdirectories of `base`, ascending."""
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def next_version(base: Path) -> int:
+    versions = existing_versions(base)
+    return versions[-1] + 1 if versions else 1
+
+
+def _known_interactions(split: SplitData, known_through: str) -> pd.DataFrame:
+    return split.interactions if known_through == "all" else split.known_before(TEST)
+
+
+def bake_users(
+    split: SplitData,
+    features: FeatureSet,
+    tables: FeatureTables,
+    catalog: pd.Index,
+    known_through: str,
+) -> BakedUsers:
+    """The context `serving_default` looks up: features, history and known items per user."""
+    known = _known_interactions(split, known_through)
+    user_ids = np.array(
+        sorted(set(split.data.users["user_id"]) | set(split.interactions["user_id"])), dtype=object
+    )
+    history_spec = features.get(HISTORY) if HISTORY in features.names("query") else None
+    history = latest_history(known, user_ids, history_spec.max_values) if history_spec else None
+    inputs = query_inputs(features, tables, user_ids, history)
+    inputs.pop("user_id")
+    rows = catalog.get_indexer(known["item_id"])
+    by_user = (
+        pd.Series(rows).groupby(known["user_id"].to_numpy()).agg(lambda s: np.unique(s.to_numpy()))
+    )
+    empty = np.zeros(0, dtype=np.int32)
+    excluded = [by_user.get(user, empty).astype(np.int32) for user in user_ids]
+    return BakedUsers(user_ids=user_ids, features=inputs, excluded=excluded)
+
+
+def _signature_description(function) -> dict[str, Any]:
+    def describe(spec: tf.TensorSpec) -> dict[str, Any]:
+        return {"dtype": spec.dtype.name, "shape": [d if d is not None else -1 for d in spec.shape]}
+
+    inputs = function.structured_input_signature[1] or function.structured_input_signature[0][0]
+    return {
+        "inputs": {name: describe(spec) for name, spec in inputs.items()},
+        "outputs": {name: describe(spec) for name, spec in function.structured_outputs.items()},
+    }
+
+
+def warmup_requests(
+    module: ServingModule, users: BakedUsers, catalog: np.ndarray
+) -> list[WarmupRequest]:
+    """A few requests per signature (known and unknown ids), replayed by servers at load."""
+    sample_users = np.array([*users.user_ids[:3].astype(str), "__cold_start_user__"], dtype=object)
+    sample_items = np.array([*catalog[:3].astype(str), "__unknown_item__"], dtype=object)
+    context = {}
+    for name, spec in module.context_specs().items():
+        if name == "user_id":
+            context[name] = sample_users.astype(bytes)
+        elif name == HISTORY:
+            context[name] = np.tile(sample_items[:3], (len(sample_users), 1)).astype(bytes)
+        elif spec.shape.rank == 2:
+            context[name] = np.full((len(sample_users), 1), b"")
+        else:
+            context[name] = np.full(len(sample_users), b"")
+    by_signature = {
+        contract.SERVING_DEFAULT: {contract.USER_ID: sample_users.astype(bytes)},
+        contract.RECOMMEND: {
+            **context,
+            contract.EXCLUDE: np.tile(sample_items[:1], (len(sample_users), 1)).astype(bytes),
+        },
+        contract.SIMILAR_ITEMS: {contract.ITEM_ID: sample_items.astype(bytes)},
+        contract.QUERY_EMBEDDING: context,
+        contract.CANDIDATE_EMBEDDING: {contract.ITEM_ID: sample_items.astype(bytes)},
+        contract.ITEM_TITLES: {contract.ITEM_IDS: sample_items[None, :].astype(bytes)},
+    }
+    return [
+        WarmupRequest(contract.DEFAULT_MODEL_NAME, name, inputs)
+        for name, inputs in by_signature.items()
+    ]
+
+
+def build_module(
+    run: Run, config: ExportConfig
+) -> tuple[ServingModule, BakedUsers, np.ndarray, dict]:
+    """The `ServingModule` of a run, with its index built over the whole catalog."""
+    model = run.load_model()
+    tables = FeatureTables(run.split.data)
+    items = run.split.data.items
+    catalog = items["item_id"].astype(str).to_numpy(dtype=object)
+    embeddings = embed(model.candidate_model, candidate_inputs(run.features, tables, catalog))
+    k = min(config.index.k, len(catalog))
+    index = build_index(
+        config.index, tf.constant(embeddings), tf.range(len(catalog), dtype=tf.int32)
+    )
+    users = bake_users(run.split, run.features, tables, pd.Index(catalog), config.known_through)
+    module = ServingModule(
+        query_model=model.query_model,
+        candidate_model=model.candidate_model,
+        index=index,
+        features=run.features,
+        catalog_ids=catalog,
+        catalog_titles=items["title"].astype(str).to_numpy(dtype=object),
+        candidate_embeddings=embeddings,
+        users=users,
+        k=k,
+    )
+    parameters = {
+        "kind": config.index.kind,
+        "k": k,
+        **resolved_parameters(config.index, len(catalog)),
+    }
+    return module, users, catalog, parameters
+
+
+def _write_version(run: Run, config: ExportConfig, staging: Path, version: int) -> None:
+    module, users, catalog, index_parameters = build_module(run, config)
+    signatures = module.signatures()
+    for name, request in ((r.signature_name, r) for r in warmup_requests(module, users, catalog)):
+        signatures[name](**{k: tf.constant(v) for k, v in request.inputs.items()})  # trace + index
+    tf.saved_model.save(
+        module,
+        str(staging),
+        signatures=signatures,
+        options=tf.saved_model.SaveOptions(namespace_whitelist=SAVE_OPTIONS_NAMESPACES),
+    )
+    extra = staging / contract.ASSETS_EXTRA
+    extra.mkdir()
+    write_warmup_file(extra / contract.WARMUP_FILE, warmup_requests(module, users, catalog))
+    card = model_card(
+        run,
+        version=version,
+        index=index_parameters,
+        k=module.k,
+        known_through=config.known_through,
+        signatures={name: _signature_description(fn) for name, fn in signatures.items()},
+    )
+    card["export"] = {**asdict(config), "index": asdict(config.index)}
+    (extra / contract.MODEL_CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n")
+    titles = run.split.data.items["title"].astype(str).to_numpy()
+    catalog_rows = [{"item_id": i, "title": t} for i, t in zip(catalog, titles, strict=True)]
+    (extra / contract.CATALOG_FILE).write_text(json.dumps(catalog_rows) + "\n")
+
+
+def verify_in_subprocess(version_dir: Path, timeout: float = 600.0) -> dict[str, Any]:
+    """Runs `export.verify` on `version_dir` in a fresh Python process.
+
+    Raises:
+      ExportError: the SavedModel failed a check; the message carries the verifier's report.
+    """
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, "-m", "export.verify", str(version_dir), "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    report_line = next(
+        (line for line in reversed(result.stdout.splitlines()) if line.startswith("{")), None
+    )
+    if result.returncode != 0 or report_line is None:
+        detail = (result.stdout[-2000:] + result.stderr[-2000:]).strip()
+        raise ExportError(f"verification of {version_dir} failed:\n{detail}")
+    return json.loads(report_line)
+
+
+def export_run(config: ExportConfig) -> ExportResult:
+    """Writes, verifies and publishes one version. See the module docstring.
+
+    Raises:
+      RunDirError: `run_dir` is not a run.
+      ExportError: the version exists (without `force`), or writing or verification failed;
+        nothing is left under `model_base_path` then.
+    """
+    run = Run.open(Path(config.run_dir))
+    base = Path(config.model_base_path)
+    version = config.version if config.version is not None else next_version(base)
+    if version < 1:
+        raise ExportError(f"--version must be a positive integer, got {version}")
+    final = base / str(version)
+    if final.exists() and not config.force:
+        raise ExportError(f"{final} already exists; pass --force to replace it or omit --version")
+    base.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=base))
+    try:
+        _write_version(run, config, staging / "model", version)
+        staged = staging / "model"
+        report = verify_in_subprocess(staged) if config.verify else {"skipped": True}
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(staged, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("exported version %d to %s", version, final)
+    return ExportResult(version=version, path=final, verification=report)

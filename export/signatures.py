@@ -1,0 +1,231 @@
+"""The exported `tf.Module`: towers, retrieval index and baked lookup tables, with one
+`tf.function` per serving signature (names and keys from `export.contract`).
+
+Everything a signature needs lives in the graph as constants, tables or variables, so the
+SavedModel runs in TF Serving with core TensorFlow ops (plus `Scann>` ops for a ScaNN index).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from export import contract
+from export.index import retrieve
+from tfrs_model.features.spec import HISTORY, USER_ID, FeatureSet, FeatureSpec
+
+NO_ITEM = -1  # identifier used for padding and for items outside the catalog
+
+
+@dataclass(frozen=True)
+class BakedUsers:
+    """Per-user context known at export time.
+
+    Attributes:
+      user_ids: `[U]` str.
+      features: `{name: [U] or [U, L] str}` for every query feature except `user_id`
+        (including `history`, left-padded, most recent last).
+      excluded: per user, `[e_u]` int catalog rows to never recommend (known items).
+    """
+
+    user_ids: np.ndarray
+    features: dict[str, np.ndarray]
+    excluded: list[np.ndarray]
+
+
+def _string_table(keys: np.ndarray, default: int) -> tf.lookup.StaticHashTable:
+    """Maps `keys` ([n] str) to their positions 0..n-1; other strings to `default`."""
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(keys.astype(str)), tf.range(len(keys), dtype=tf.int32)
+        ),
+        default_value=default,
+    )
+
+
+def _frozen(values: np.ndarray, dtype: tf.DType) -> tf.Variable:
+    """A non-trainable variable: saved in the variables shards, not in the graph proto, which
+    TensorFlow caps at 2 GB."""
+    return tf.Variable(tf.constant(values, dtype=dtype), trainable=False)
+
+
+def _with_unknown_row(values: np.ndarray) -> tf.Variable:
+    """Appends an all-padding row, gathered for ids the table does not know."""
+    pad = np.full((1, *values.shape[1:]), contract.PAD, dtype=object)
+    return _frozen(np.concatenate([values, pad]).astype(str), tf.string)
+
+
+def input_spec(spec: FeatureSpec) -> tf.TensorSpec:
+    """Scalar features are `[batch]` strings, multi-valued ones `[batch, L]` with any L."""
+    shape = [None, None] if spec.multivalued else [None]
+    return tf.TensorSpec(shape, tf.string, name=spec.name)
+
+
+def compact_history(history: tf.Tensor, length: int) -> tf.Tensor:
+    """The last `length` non-padding items of each row, left-padded with "".
+
+    Args:
+      history: `[batch, L]` item ids, most recent last; "" padding may stand anywhere.
+
+    Returns:
+      `[batch, length]`, the layout the towers were trained on.
+    """
+    valid = tf.not_equal(history, contract.PAD)
+    count = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1, keepdims=True)
+    order = tf.cumsum(tf.cast(valid, tf.int32), axis=1)  # 1..count at valid positions
+    column = length - (count - order) - 1  # the most recent item goes to column length-1
+    keep = valid & (column >= 0)
+    rows = tf.cast(tf.where(keep)[:, 0], tf.int32)
+    indices = tf.stack([rows, tf.boolean_mask(column, keep)], axis=1)
+    out = tf.fill([tf.shape(history)[0], length], contract.PAD)
+    return tf.tensor_scatter_nd_update(out, indices, tf.boolean_mask(history, keep))
+
+
+class ServingModule(tf.Module):
+    """The exported model. See `docs/serving.md` for each signature's contract."""
+
+    def __init__(
+        self,
+        query_model: tf.keras.Model,
+        candidate_model: tf.keras.Model,
+        index: tf.keras.layers.Layer,
+        features: FeatureSet,
+        catalog_ids: np.ndarray,
+        catalog_titles: np.ndarray,
+        candidate_embeddings: np.ndarray,
+        users: BakedUsers,
+        k: int,
+    ) -> None:
+        super().__init__(name="twotower")
+        self.query_model = query_model
+        self.candidate_model = candidate_model
+        self.index = index
+        self.k = int(k)
+        self._query_specs = {s.name: s for s in features.query}
+        self._history_length = (
+            self._query_specs[HISTORY].max_values if HISTORY in self._query_specs else 0
+        )
+        self.catalog_ids = _frozen(catalog_ids.astype(str), tf.string)
+        self.catalog_titles = _frozen(
+            np.append(catalog_titles, contract.PAD).astype(str), tf.string
+        )
+        self.candidate_embeddings = _frozen(candidate_embeddings, tf.float32)
+        self.item_rows = _string_table(catalog_ids, default=NO_ITEM)
+        unknown_user = len(users.user_ids)
+        self.user_rows = _string_table(users.user_ids, default=unknown_user)
+        self.user_features = {
+            name: _with_unknown_row(values) for name, values in users.features.items()
+        }
+        lengths = [len(e) for e in users.excluded] + [0]
+        self.excluded_values = _frozen(
+            np.concatenate([*users.excluded, np.zeros(0)]).astype(np.int32), tf.int32
+        )
+        self.excluded_splits = _frozen(np.concatenate([[0], np.cumsum(lengths)]), tf.int64)
+
+    # -- building blocks -------------------------------------------------------------------
+
+    def _baked_context(self, user_id: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+        """Query features and excluded catalog rows (`[batch, E]`, -1 padded) of known users."""
+        rows = self.user_rows.lookup(user_id)
+        features = {USER_ID: user_id}
+        for name, table in self.user_features.items():
+            features[name] = tf.gather(table, rows)
+        excluded = tf.RaggedTensor.from_row_splits(
+            self.excluded_values.read_value(), self.excluded_splits.read_value(), validate=False
+        )
+        return features, tf.gather(excluded, rows).to_tensor(default_value=NO_ITEM)
+
+    def _request_context(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        features = {name: inputs[name] for name in self._query_specs}
+        if self._history_length:
+            features[HISTORY] = compact_history(inputs[HISTORY], self._history_length)
+        return features
+
+    def _top_k(self, queries: tf.Tensor, excluded_rows: tf.Tensor) -> dict[str, tf.Tensor]:
+        scores, rows = retrieve(self.index, queries, self.k, excluded_rows)
+        item_ids = tf.gather(self.catalog_ids, tf.maximum(rows, 0))
+        item_ids = tf.where(rows >= 0, item_ids, contract.PAD)
+        return {contract.ITEM_IDS: item_ids, contract.SCORES: scores}
+
+    def _item_rows_of(self, item_ids: tf.Tensor) -> tf.Tensor:
+        return self.item_rows.lookup(item_ids)
+
+    def _candidate_embedding(self, item_id: tf.Tensor) -> tf.Tensor:
+        """Stored embeddings for catalog items; the candidate tower (id only) for others."""
+        rows = self._item_rows_of(item_id)
+        stored = tf.gather(self.candidate_embeddings, tf.maximum(rows, 0))
+        computed = self.candidate_model(self._candidate_inputs(item_id))
+        return tf.where((rows >= 0)[:, None], stored, computed)
+
+    def _candidate_inputs(self, item_id: tf.Tensor) -> dict[str, tf.Tensor]:
+        inputs = {}
+        for spec in self.candidate_model.specs:
+            if spec.name == "item_id":
+                inputs[spec.name] = item_id
+            elif spec.multivalued:
+                inputs[spec.name] = tf.fill([tf.shape(item_id)[0], spec.max_values], contract.PAD)
+            else:
+                inputs[spec.name] = tf.fill(tf.shape(item_id), contract.PAD)
+        return inputs
+
+    # -- signatures ------------------------------------------------------------------------
+
+    def serving_default(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        features, excluded = self._baked_context(inputs[contract.USER_ID])
+        return self._top_k(self.query_model(features), excluded)
+
+    def recommend(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        queries = self.query_model(self._request_context(inputs))
+        return self._top_k(queries, self._item_rows_of(inputs[contract.EXCLUDE]))
+
+    def similar_items(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        item_id = inputs[contract.ITEM_ID]
+        own_row = self._item_rows_of(item_id)[:, None]
+        return self._top_k(self._candidate_embedding(item_id), own_row)
+
+    def query_embedding(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return {contract.EMBEDDING: self.query_model(self._request_context(inputs))}
+
+    def candidate_embedding(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return {contract.EMBEDDING: self._candidate_embedding(inputs[contract.ITEM_ID])}
+
+    def item_titles(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        rows = self._item_rows_of(inputs[contract.ITEM_IDS])
+        unknown = tf.shape(self.catalog_titles, out_type=tf.int32)[0] - 1
+        return {contract.TITLES: tf.gather(self.catalog_titles, tf.where(rows >= 0, rows, unknown))}
+
+    # -- wiring ----------------------------------------------------------------------------
+
+    def context_specs(self) -> dict[str, tf.TensorSpec]:
+        """Request-time query inputs: user_id, history and each user feature."""
+        specs = {}
+        for name, spec in self._query_specs.items():
+            specs[name] = (
+                tf.TensorSpec([None, None], tf.string, name=HISTORY)
+                if name == HISTORY
+                else input_spec(spec)
+            )
+        return specs
+
+    def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
+        """Concrete functions keyed by signature name, ready for `tf.saved_model.save`."""
+        string = tf.string
+        user = {contract.USER_ID: tf.TensorSpec([None], string, name=contract.USER_ID)}
+        item = {contract.ITEM_ID: tf.TensorSpec([None], string, name=contract.ITEM_ID)}
+        exclude = {contract.EXCLUDE: tf.TensorSpec([None, None], string, name=contract.EXCLUDE)}
+        items_2d = {contract.ITEM_IDS: tf.TensorSpec([None, None], string, name=contract.ITEM_IDS)}
+        context = self.context_specs()
+        plan = {
+            contract.SERVING_DEFAULT: (self.serving_default, user),
+            contract.RECOMMEND: (self.recommend, {**context, **exclude}),
+            contract.SIMILAR_ITEMS: (self.similar_items, item),
+            contract.QUERY_EMBEDDING: (self.query_embedding, context),
+            contract.CANDIDATE_EMBEDDING: (self.candidate_embedding, item),
+            contract.ITEM_TITLES: (self.item_titles, items_2d),
+        }
+        return {
+            name: tf.function(method).get_concrete_function(spec)
+            for name, (method, spec) in plan.items()
+        }

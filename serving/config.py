@@ -1,0 +1,188 @@
+"""Typed configuration of the model server: what to serve, where to listen, and the limits.
+
+One `ServingConfig` drives both servers: the embedded one (`serving.server`) reads it directly and
+the launcher (`serving.launcher`) renders it into TensorFlow Serving's config files and flags.
+The module is pure Python: importing it does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from export.contract import DEFAULT_MODEL_NAME, GRPC_PORT, REST_PORT
+from tfrs_model.errors import ConfigError
+
+# Model names and labels appear in REST paths (`/v1/models/<name>/labels/<label>`), so they may
+# not contain '/' or ':' (TF Serving's path regex excludes both).
+_NAME_PATTERN = re.compile(r"[^/:\s]+")
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which numeric version directories under `model_base_path` are served.
+
+    TF Serving's `ServableVersionPolicy`: `latest(n)` serves the n highest versions (default 1),
+    `specific(1, 3)` exactly those, `all()` every version found. A version that fails to load is
+    left out and the policy is applied to the remaining ones, so the version serving before keeps
+    serving.
+
+    Attributes:
+      kind: "latest", "specific" or "all".
+      num_versions: with "latest", how many of the highest versions to serve.
+      versions: with "specific", the version numbers to serve.
+    """
+
+    kind: Literal["latest", "specific", "all"] = "latest"
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("latest", "specific", "all"):
+            raise ConfigError(f"version policy must be latest, specific or all, not {self.kind!r}")
+        if self.kind == "latest" and self.num_versions < 1:
+            raise ConfigError(f"latest:N needs N >= 1, got {self.num_versions}")
+        if self.kind == "specific" and not self.versions:
+            raise ConfigError("the specific version policy needs at least one version, e.g. 1,2")
+        if any(version < 0 for version in self.versions):
+            raise ConfigError(f"versions are non-negative integers, got {self.versions}")
+        object.__setattr__(self, "versions", tuple(sorted(set(self.versions))))
+
+    @classmethod
+    def latest(cls, num_versions: int = 1) -> VersionPolicy:
+        return cls("latest", num_versions=num_versions)
+
+    @classmethod
+    def specific(cls, *versions: int) -> VersionPolicy:
+        return cls("specific", versions=tuple(versions))
+
+    @classmethod
+    def all(cls) -> VersionPolicy:
+        return cls("all")
+
+    @classmethod
+    def parse(cls, text: str) -> VersionPolicy:
+        """Parses `latest`, `latest:N`, `all` or `specific:V1,V2,...` (the CLI's syntax).
+
+        Raises:
+          ConfigError: `text` is none of these.
+        """
+        kind, _, argument = text.strip().partition(":")
+        try:
+            if kind == "latest":
+                return cls.latest(int(argument) if argument else 1)
+            if kind == "specific":
+                return cls.specific(*(int(v) for v in argument.split(",") if v.strip()))
+        except ValueError:
+            pass
+        else:
+            if kind == "all" and not argument:
+                return cls.all()
+        raise ConfigError(
+            f"cannot parse version policy {text!r}: use latest, latest:N, all or specific:1,2"
+        )
+
+    def select(self, versions: Iterable[int]) -> set[int]:
+        """The subset of the loadable `versions` this policy serves."""
+        versions = set(versions)
+        if self.kind == "latest":
+            return set(sorted(versions)[-self.num_versions :])
+        if self.kind == "specific":
+            return versions & set(self.versions)
+        return versions
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """What the model server serves, where it listens, and its limits.
+
+    Attributes:
+      model_base_path: directory holding one numeric subdirectory per version (`<path>/<int>/`).
+      model_name: the name clients put in `ModelSpec.name` and REST paths.
+      host: interface both servers bind; 127.0.0.1 keeps them local, 0.0.0.0 exposes them.
+      grpc_port: gRPC port (TF Serving's 8500); 0 picks a free port (embedded server only).
+      rest_port: REST port (TF Serving's 8501); 0 picks a free port; None disables REST.
+      version_policy: which versions are served; default the latest.
+      version_labels: label -> version, for `ModelSpec.version_label` and `/labels/<label>`.
+      poll_interval_s: seconds between scans of `model_base_path` for new versions.
+      max_message_bytes: largest request accepted; bigger ones fail with INVALID_ARGUMENT (gRPC
+        refuses messages over twice this size itself, with RESOURCE_EXHAUSTED, before reading them).
+      max_batch_size: largest 0th dimension of any batched input; bigger fails INVALID_ARGUMENT.
+      grpc_max_workers: threads answering gRPC calls (REST uses one thread per connection).
+      rest_timeout_s: REST predictions running longer than this fail with DEADLINE_EXCEEDED
+        (TF Serving's --rest_api_timeout_in_ms); gRPC calls use the client's deadline.
+      enable_warmup: replay `<version>/assets.extra/tf_serving_warmup_requests` before serving.
+      drain_grace_s: on SIGTERM, how long in-flight requests may take before they are cancelled.
+      enable_batching: merge concurrent Predict calls to the same signature into one model call.
+      batch_timeout_micros: with batching, how long a call waits for others to join its batch;
+        0 (TF Serving's advice for online serving) batches only calls that queued up anyway.
+      num_batch_threads: with batching, how many merged batches run at the same time.
+      max_enqueued_batches: with batching, how many batches may wait; beyond, UNAVAILABLE.
+    """
+
+    model_base_path: Path
+    model_name: str = DEFAULT_MODEL_NAME
+    host: str = "127.0.0.1"
+    grpc_port: int = GRPC_PORT
+    rest_port: int | None = REST_PORT
+    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    version_labels: Mapping[str, int] = field(default_factory=dict)
+    poll_interval_s: float = 1.0
+    max_message_bytes: int = 64 * 1024 * 1024
+    max_batch_size: int = 1024
+    grpc_max_workers: int = 16
+    rest_timeout_s: float = 30.0
+    enable_warmup: bool = True
+    drain_grace_s: float = 20.0
+    enable_batching: bool = False
+    batch_timeout_micros: int = 0
+    num_batch_threads: int = 2
+    max_enqueued_batches: int = 64
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_base_path", Path(self.model_base_path))
+        # A read-only copy, so the frozen config cannot change through the caller's dict.
+        object.__setattr__(
+            self, "version_labels", types.MappingProxyType(dict(self.version_labels))
+        )
+        if not _NAME_PATTERN.fullmatch(self.model_name):
+            raise ConfigError(
+                f"model_name must be non-empty without '/', ':' or spaces, got {self.model_name!r}"
+            )
+        for label, version in self.version_labels.items():
+            if not _NAME_PATTERN.fullmatch(label) or label.isdigit():
+                raise ConfigError(
+                    f"version label {label!r} must be a non-numeric name without '/' or ':'"
+                )
+            if not isinstance(version, int) or version < 0:
+                raise ConfigError(
+                    f"version label {label!r} must map to a version number, not {version!r}"
+                )
+        if not self.host:
+            raise ConfigError("host must be an interface address, e.g. 127.0.0.1 or 0.0.0.0")
+        ports = [("grpc_port", self.grpc_port), ("rest_port", self.rest_port)]
+        for name, port in ports:
+            if port is not None and not 0 <= port <= 65535:
+                raise ConfigError(
+                    f"{name} must be in [0, 65535] (0 = pick a free port), got {port}"
+                )
+        if self.rest_port is not None and self.rest_port == self.grpc_port != 0:
+            raise ConfigError(f"grpc_port and rest_port must differ, both are {self.grpc_port}")
+        positive = {
+            "poll_interval_s": self.poll_interval_s,
+            "max_message_bytes": self.max_message_bytes,
+            "max_batch_size": self.max_batch_size,
+            "grpc_max_workers": self.grpc_max_workers,
+            "rest_timeout_s": self.rest_timeout_s,
+            "num_batch_threads": self.num_batch_threads,
+            "max_enqueued_batches": self.max_enqueued_batches,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{name} must be positive, got {value}")
+        if self.drain_grace_s < 0 or self.batch_timeout_micros < 0:
+            raise ConfigError("drain_grace_s and batch_timeout_micros must be >= 0")

@@ -1,0 +1,243 @@
+"""Tests of serving/loadtest.py and `twotower bench serve`: percentiles by hand, runs on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+
+import grpc
+import pytest
+import tensorflow as tf
+from test_client import FakeServing, serve
+
+from export import contract
+from serving.client import ClientConfig, ServingError
+from serving.loadtest import (
+    LatencySummary,
+    LoadTestConfig,
+    LoadTestResult,
+    ServeBenchmark,
+    measure_in_process,
+    percentile,
+    request_inputs,
+    run_load_test,
+    summarize,
+)
+from serving.results import SignatureDescription, TensorDescription
+from tfrs_model.cli import main
+from tfrs_model.errors import ConfigError
+
+_IDS = tuple(str(n) for n in range(1, 11))
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeServing]:
+    with serve() as running:
+        yield running
+
+
+# --- pure functions -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        # Nearest rank: the ceil(q/100 * n)-th smallest value.
+        ([15, 20, 35, 40, 50], 5, 15),  # ceil(0.25) = 1st
+        ([15, 20, 35, 40, 50], 30, 20),  # ceil(1.5) = 2nd
+        ([15, 20, 35, 40, 50], 40, 20),  # ceil(2.0) = 2nd
+        ([15, 20, 35, 40, 50], 50, 35),  # ceil(2.5) = 3rd
+        ([15, 20, 35, 40, 50], 100, 50),
+        ([15, 20, 35, 40, 50], 0, 15),
+        (list(range(1, 101)), 50, 50),
+        (list(range(1, 101)), 95, 95),
+        (list(range(1, 101)), 99, 99),
+        (list(range(1, 1001)), 99.9, 999),
+        ([7.5], 99, 7.5),
+    ],
+)
+def test_percentile_known_answers(values, q, expected):
+    assert percentile(values, q) == expected
+
+
+@pytest.mark.parametrize(("values", "q"), [([], 50), ([1.0], -1), ([1.0], 100.5)])
+def test_percentile_rejects_bad_input(values, q):
+    with pytest.raises(ValueError):
+        percentile(values, q)
+
+
+def test_summarize_reports_milliseconds_of_unsorted_seconds():
+    summary = summarize([0.004, 0.001, 0.003, 0.002])
+    # Sorted ms: 1, 2, 3, 4; p50 = 2nd, p95 = ceil(3.8) = 4th, p99 = 4th.
+    assert summary == LatencySummary(
+        count=4,
+        mean_ms=pytest.approx(2.5),
+        p50_ms=pytest.approx(2.0),
+        p95_ms=pytest.approx(4.0),
+        p99_ms=pytest.approx(4.0),
+        max_ms=pytest.approx(4.0),
+    )
+    assert summarize([]) == LatencySummary(0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def _described(name: str, **inputs: tuple) -> SignatureDescription:
+    return SignatureDescription(
+        name, "", {k: TensorDescription(k, "string", shape) for k, shape in inputs.items()}, {}
+    )
+
+
+def _inputs(signature: SignatureDescription) -> dict[str, list]:
+    return {key: value.tolist() for key, value in request_inputs(signature, ["7"]).items()}
+
+
+def test_request_inputs_put_the_id_under_the_contract_key():
+    assert _inputs(_described("serving_default", user_id=(None,))) == {"user_id": [b"7"]}
+    assert _inputs(_described("similar_items", item_id=(None,))) == {"item_id": [b"7"]}
+    assert _inputs(_described("item_titles", item_ids=(None, None))) == {"item_ids": [[b"7"]]}
+    recommend = _described(
+        "recommend", user_id=(None,), history=(None, None), exclude=(None, None), genre=(None,)
+    )
+    # The rest of the context is padding.
+    assert _inputs(recommend) == {
+        "user_id": [b"7"],
+        "history": [[b""]],
+        "exclude": [[b""]],
+        "genre": [b""],
+    }
+    with pytest.raises(ConfigError, match="none of"):
+        request_inputs(_described("affine", x=(None, 3)), ["7"])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"ids": ()}, {"concurrency": 0}, {"duration_s": 0}, {"warmup_s": -1}, {"mode": "processes"}],
+)
+def test_invalid_load_test_configs(kwargs):
+    with pytest.raises(ConfigError):
+        LoadTestConfig(**{"client": ClientConfig(), "ids": _IDS, **kwargs})
+
+
+def test_benchmark_markdown_and_dict():
+    latency = LatencySummary(100, 1.25, 1.0, 2.0, 3.0, 4.0)
+    load = LoadTestResult(
+        "h:1", "twotower", "serving_default", "aio", 4, 2.0, 100, {}, 50.0, latency
+    )
+    benchmark = ServeBenchmark(load, LatencySummary(10, 0.5, 0.5, 0.6, 0.7, 0.8))
+    assert benchmark.markdown("serve-x") == (
+        "## serve-x\n\n"
+        "Batch-1 `Predict` on `serving_default` of model `twotower` at `h:1`: 4 closed-loop "
+        "workers for 2.0 s; 100 requests, errors: none.\n\n"
+        "| path | concurrency | calls | QPS | p50 ms | p95 ms | p99 ms | max ms |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+        "| gRPC (aio) | 4 | 100 | 50.0000 | 1.0000 | 2.0000 | 3.0000 | 4.0000 |\n"
+        # In process: one call at a time, so QPS = 1000 / mean ms = 2000.
+        "| in-process SavedModel | 1 | 10 | 2,000 | 0.5000 | 0.6000 | 0.7000 | 0.8000 |\n"
+    )
+    result = benchmark.to_dict()
+    assert result["latency"]["p50_ms"] == 1.0
+    assert result["in_process_latency"]["p50_ms"] == 0.5
+    json.dumps(result)  # serializable as it is
+
+
+# --- against the fake server ----------------------------------------------------------------
+
+
+def _config(fake: FakeServing, **kwargs) -> LoadTestConfig:
+    values = {"concurrency": 3, "duration_s": 0.4, "warmup_s": 0.1, **kwargs}
+    return LoadTestConfig(
+        client=ClientConfig(target=fake.target, timeout_s=2.0), ids=_IDS, **values
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["threads", "aio"])
+def test_load_test_counts_every_answer_without_errors(fake, mode):
+    result = run_load_test(_config(fake, mode=mode))
+    assert result.errors == {}
+    assert result.requests == result.latency.count > 0
+    assert len(fake.predictions) >= result.requests  # the warm-up is sent but not counted
+    assert result.qps > 0 and result.duration_s > 0
+    latency = result.latency
+    assert 0 < latency.p50_ms <= latency.p95_ms <= latency.p99_ms <= latency.max_ms
+    users = {r.inputs[contract.USER_ID].string_val[0] for r in fake.predictions}
+    assert users <= {i.encode() for i in _IDS} and len(users) > 1  # workers cycle the ids
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["threads", "aio"])
+def test_load_test_counts_errors_by_status_code(fake, mode):
+    fake.abort_with = (grpc.StatusCode.INVALID_ARGUMENT, "bad input")
+    result = run_load_test(_config(fake, mode=mode, duration_s=0.2, warmup_s=0.0))
+    assert result.errors == {"INVALID_ARGUMENT": result.requests}
+    assert result.requests > 0
+    assert result.latency.count == 0 and result.qps == 0
+
+
+@pytest.mark.integration
+def test_load_test_stops_at_max_requests(fake):
+    result = run_load_test(_config(fake, concurrency=4, max_requests=20, duration_s=30, warmup_s=0))
+    # 20 // 4 = 5 requests per worker, then every worker stops long before the 30 s.
+    assert result.requests == len(fake.predictions) == 20
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["threads", "aio"])
+def test_load_test_without_a_server_fails_to_connect(mode):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = ClientConfig(target=f"127.0.0.1:{port}", timeout_s=0.2)
+    with pytest.raises(ServingError) as raised:
+        run_load_test(LoadTestConfig(client=client, ids=_IDS, duration_s=0.1, mode=mode))
+    assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.integration
+def test_bench_serve_command_prints_and_records(fake, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ids.txt").write_text("196\n\n186\n")
+    argv = ["bench", "serve", "--target", fake.target, "--concurrency", "2"]
+    argv += ["--duration", "0.3", "--warmup", "0", "--user-ids-file", "ids.txt", "--label", "t"]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((tmp_path / "benchmarks/results/serve-t.json").read_text())
+    assert printed["requests"] == saved["requests"] > 0 and saved["errors"] == {}
+    assert saved["benchmark"] == "serve-t" and saved["in_process_latency"] is None
+    assert "## serve-t" in (tmp_path / "docs/benchmarks.md").read_text()
+    assert {r.inputs[contract.USER_ID].string_val[0] for r in fake.predictions} == {b"196", b"186"}
+
+
+@pytest.mark.integration
+def test_bench_serve_exits_1_when_requests_fail(fake, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    fake.abort_with = (grpc.StatusCode.NOT_FOUND, "no such model")
+    argv = ["bench", "serve", "--target", fake.target, "--duration", "0.2", "--warmup", "0"]
+    assert main(argv) == 1
+    assert json.loads(capsys.readouterr().out)["errors"]["NOT_FOUND"] > 0
+
+
+def test_bench_serve_rejects_bad_labels(capsys):
+    assert main(["bench", "serve", "--label", "../x"]) == 2
+    assert "--label" in capsys.readouterr().err
+
+
+class _TinyModel(tf.Module):
+    """user_id [batch] -> item_ids [batch, 2], scores [batch, 2]."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.USER_ID)])
+    def recommend(self, user_id):
+        ids = tf.stack([user_id + "-a", user_id + "-b"], axis=1)
+        scores = tf.ones(tf.shape(ids), tf.float32)
+        return {contract.ITEM_IDS: ids, contract.SCORES: scores}
+
+
+def test_measure_in_process_times_the_saved_model_signature(tmp_path):
+    model = _TinyModel()
+    path = tmp_path / "1"
+    tf.saved_model.save(model, str(path), signatures={contract.SERVING_DEFAULT: model.recommend})
+    summary = measure_in_process(path, contract.SERVING_DEFAULT, ["196", "7"], max_calls=30)
+    assert summary.count == 30
+    assert 0 < summary.p50_ms <= summary.max_ms
+    with pytest.raises(ConfigError, match="has no signature 'nope'"):
+        measure_in_process(path, "nope", ["196"])

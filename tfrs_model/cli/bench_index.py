@@ -1,0 +1,89 @@
+"""`twotower bench index`: ScaNN against brute force on a synthetic catalog, or the defaults grid."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds the `index` benchmark parser; its handler returns an exit code."""
+    parser = subparsers.add_parser(
+        "index",
+        help="ScaNN vs brute force: build time, memory, latency, throughput, recall",
+        description=(
+            "Measures ScaNN (IndexConfig defaults) and TFRS brute force on a synthetic, clustered, "
+            "L2-normalized catalog and records benchmarks/results/<out-name>.json plus a section "
+            "of docs/benchmarks.md. With --grid, measures the recall of the default ScaNN "
+            "parameters over catalog sizes, dimensions and distributions instead."
+        ),
+    )
+    parser.add_argument("--items", type=int, default=1_000_000, help="catalog size N")
+    parser.add_argument("--dim", type=int, default=64, help="embedding dimension")
+    parser.add_argument("--queries", type=int, default=1000, help="queries to time and score")
+    parser.add_argument("--k", type=int, default=10, help="results per query (recall@k)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=128, help="batch for throughput")
+    parser.add_argument(
+        "--distribution",
+        default="clustered-normalized",
+        choices=("gaussian", "gaussian-normalized", "clustered", "clustered-normalized"),
+    )
+    parser.add_argument(
+        "--grid",
+        action="store_true",
+        help="measure recall of the ScaNN defaults over 1.7K..1M items, dim 32/64, 4 "
+        "distributions (records index_defaults)",
+    )
+    parser.add_argument(
+        "--grid-items",
+        type=lambda text: tuple(int(v) for v in text.split(",")),
+        default=None,
+        help="comma-separated catalog sizes for --grid (default 1700,10000,100000,1000000)",
+    )
+    parser.add_argument(
+        "--out-name",
+        default=None,
+        help="result name: benchmarks/results/<name>.json (default index, or index_defaults "
+        "with --grid)",
+    )
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from export import index_bench
+    from tfrs_model.benchreport import record
+    from tfrs_model.errors import ConfigError
+
+    for flag in ("items", "dim", "queries", "k", "batch_size"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.grid:
+        kwargs = {"sizes": args.grid_items} if args.grid_items else {}
+        result = index_bench.run_defaults_grid(seed=args.seed, **kwargs)
+        path = record(
+            args.out_name or "index_defaults", result, index_bench.render_grid_markdown(result)
+        )
+        worst = min(
+            cell["recall_at_k"]
+            for cell in result["cells"]
+            if cell["distribution"].startswith("clustered")
+        )
+        print(f"worst recall@k on clustered catalogs: {worst:.4f}; wrote {path}")
+        return 0
+    result = index_bench.run_index_benchmark(
+        args.items,
+        args.dim,
+        num_queries=args.queries,
+        k=args.k,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        distribution=args.distribution,
+    )
+    path = record(args.out_name or "index", result, index_bench.render_markdown(result))
+    scann, brute = result["indexes"]["scann"], result["indexes"]["brute-force"]
+    print(
+        f"scann p50 {scann['latency_ms']['p50']:.3f} ms, brute force p50 "
+        f"{brute['latency_ms']['p50']:.3f} ms: {result['scann_speedup_p50']:.1f}x; "
+        f"scann recall@{args.k} {scann['recall_at_k']:.4f}; wrote {path}"
+    )
+    return 0

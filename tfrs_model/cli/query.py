@@ -1,0 +1,194 @@
+"""`twotower query`: ask a running model server for top items and print them as a table or JSON.
+
+Also home of the server flags (`add_server_arguments`, `client_config`) that `twotower bench
+serve` shares. TensorFlow is imported only when a command runs, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from export import contract
+from serving.results import QueryResult
+from tfrs_model.errors import ConfigError
+
+if TYPE_CHECKING:
+    from serving.client import ClientConfig, QueryRequest
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags naming the gRPC endpoint, the model (version or label), the deadline and TLS."""
+    group = parser.add_argument_group("server")
+    group.add_argument(
+        "--target",
+        default=f"localhost:{contract.GRPC_PORT}",
+        help="host:port of the gRPC endpoint (default: %(default)s)",
+    )
+    group.add_argument(
+        "--model-name",
+        default=contract.DEFAULT_MODEL_NAME,
+        help="served model name (default: %(default)s)",
+    )
+    version = group.add_mutually_exclusive_group()
+    version.add_argument("--version", type=int, help="model version (default: latest)")
+    version.add_argument("--version-label", help="model version label, e.g. stable")
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="deadline of each call in seconds (default: %(default)s)",
+    )
+    tls = parser.add_argument_group("TLS (any of these flags turns TLS on)")
+    tls.add_argument("--tls", action="store_true", help="TLS with gRPC's default root CAs")
+    tls.add_argument("--root-certs", type=Path, help="PEM file of the CAs to trust")
+    tls.add_argument("--client-cert", type=Path, help="PEM client certificate (mutual TLS)")
+    tls.add_argument("--client-key", type=Path, help="PEM key of --client-cert")
+    tls.add_argument("--server-name", help="name to check the server certificate against")
+
+
+def client_config(args: argparse.Namespace) -> ClientConfig:
+    """The ClientConfig the `add_server_arguments` flags describe.
+
+    Raises:
+      ConfigError: inconsistent flags (e.g. --client-cert without --client-key).
+    """
+    from serving.client import ClientConfig, TlsConfig
+
+    tls_flags = (args.root_certs, args.client_cert, args.client_key, args.server_name)
+    tls = None
+    if args.tls or any(flag is not None for flag in tls_flags):
+        tls = TlsConfig(*tls_flags)
+    return ClientConfig(
+        target=args.target,
+        model_name=args.model_name,
+        version=args.version,
+        version_label=args.version_label,
+        timeout_s=args.timeout,
+        tls=tls,
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "query",
+        help="print the top items a running model server returns",
+        description="Ask a TF-Serving-compatible server for each user's top items (or each "
+        "item's nearest items with --signature similar_items) and print rank, item id, score "
+        "and title (titles come from the item_titles signature when the model has it).",
+    )
+    add_server_arguments(parser)
+    parser.add_argument(
+        "--user-id", action="append", default=[], help="user to recommend for; repeat for more"
+    )
+    parser.add_argument(
+        "--item-id", action="append", default=[], help="item to find neighbours of (similar_items)"
+    )
+    parser.add_argument("--k", type=int, help="show the best k per list (default: all returned)")
+    parser.add_argument(
+        "--signature",
+        default=contract.SERVING_DEFAULT,
+        help=f"{contract.SERVING_DEFAULT} (default), {contract.RECOMMEND} or "
+        f"{contract.SIMILAR_ITEMS}",
+    )
+    parser.add_argument("--no-titles", action="store_true", help="do not fetch titles")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.set_defaults(handler=run)
+
+
+def query_request(args: argparse.Namespace) -> QueryRequest:
+    """The QueryRequest of the flags: item ids for similar_items, user ids otherwise.
+
+    Raises:
+      ConfigError: the ids do not fit the signature.
+    """
+    from serving.client import QueryRequest
+
+    if args.signature == contract.SIMILAR_ITEMS:
+        ids, flag, other = args.item_id, "--item-id", args.user_id
+    else:
+        ids, flag, other = args.user_id, "--user-id", args.item_id
+    if not ids or other:
+        raise ConfigError(
+            f"--signature {args.signature} takes {flag} (at least one), and only that: "
+            f"--item-id goes with {contract.SIMILAR_ITEMS}, --user-id with the others"
+        )
+    return QueryRequest(
+        ids=tuple(ids), signature=args.signature, k=args.k, titles=not args.no_titles
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from serving.client import run_query
+
+    result = run_query(client_config(args), query_request(args))
+    print(format_json(result) if args.json else format_table(result))
+    return 0
+
+
+def _query_kind(result: QueryResult) -> str:
+    return "item" if result.signature == contract.SIMILAR_ITEMS else "user"
+
+
+def _columns(headers: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+    """Aligns cells into lines: columns in `right` right-aligned, the others left-aligned."""
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        padded = (
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        )
+        return "  ".join(padded).rstrip()
+
+    return [line(headers), *(line(row) for row in rows)]
+
+
+def format_table(result: QueryResult) -> str:
+    """One table per queried id: rank, item id, score (4 decimals) and, if fetched, title."""
+    lines = [f"model {result.model_name}, version {result.version}, signature {result.signature}"]
+    headers = ["rank", "item_id", "score"] + (["title"] if result.titles_fetched else [])
+    for query_id, ranked in zip(result.query_ids, result.recommendations, strict=True):
+        lines += ["", f"{_query_kind(result)} {query_id}"]
+        if not ranked:
+            lines.append("(no results)")
+            continue
+        rows = [
+            [str(rank), r.item_id, f"{r.score:.4f}"]
+            + ([r.title or ""] if result.titles_fetched else [])
+            for rank, r in enumerate(ranked, start=1)
+        ]
+        lines += _columns(headers, rows, right={0, 2})
+    return "\n".join(lines)
+
+
+def result_dict(result: QueryResult) -> dict[str, Any]:
+    """The JSON form: model, version, signature and one entry per queried id (scores rounded to
+    6 decimals; title is null when titles were not fetched)."""
+    key = f"{_query_kind(result)}_id"
+    return {
+        "model_name": result.model_name,
+        "version": result.version,
+        "signature": result.signature,
+        "results": [
+            {
+                key: query_id,
+                "recommendations": [
+                    {
+                        "rank": rank,
+                        "item_id": r.item_id,
+                        "score": round(r.score, 6),
+                        "title": r.title,
+                    }
+                    for rank, r in enumerate(ranked, start=1)
+                ],
+            }
+            for query_id, ranked in zip(result.query_ids, result.recommendations, strict=True)
+        ],
+    }
+
+
+def format_json(result: QueryResult) -> str:
+    return json.dumps(result_dict(result), indent=2, ensure_ascii=False)

@@ -1,0 +1,153 @@
+"""`twotower serve`: serve exported versions over TF Serving's gRPC (and REST) API.
+
+Runs `tensorflow_model_server` when it is on PATH, else (or with --embedded) the embedded server.
+Both watch --model-base-path for new numeric version directories and swap to them without
+failing requests; SIGTERM drains. TensorFlow is imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from export import contract
+
+if TYPE_CHECKING:
+    from serving.config import ServingConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve exported model versions over TF Serving's gRPC and REST APIs",
+        description=(
+            "Serve the versions under --model-base-path with tensorflow_model_server when it is "
+            "on PATH, otherwise (or with --embedded) with the embedded server, which speaks the "
+            "same gRPC API. New versions are loaded, warmed up and swapped in as they appear; "
+            "SIGTERM drains in-flight requests and exits 0."
+        ),
+    )
+    parser.add_argument(
+        "--model-base-path",
+        type=Path,
+        required=True,
+        help="directory of numeric version directories, e.g. models/twotower",
+    )
+    parser.add_argument(
+        "--model-name",
+        default=contract.DEFAULT_MODEL_NAME,
+        help="name clients put in ModelSpec.name (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=contract.GRPC_PORT,
+        help="gRPC port (default: %(default)s; 0 picks a free one, embedded only)",
+    )
+    parser.add_argument(
+        "--rest-api-port",
+        type=int,
+        default=contract.REST_PORT,
+        help="REST and metrics port (default: %(default)s; 0 picks a free one, embedded only)",
+    )
+    parser.add_argument("--no-rest", action="store_true", help="do not serve REST or metrics")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to bind, 0.0.0.0 for all (default: %(default)s; embedded only, "
+        "tensorflow_model_server always binds all)",
+    )
+    parser.add_argument(
+        "--embedded",
+        action="store_true",
+        help="use the embedded server even when tensorflow_model_server is installed",
+    )
+    versions = parser.add_argument_group("versions")
+    versions.add_argument(
+        "--version-policy",
+        default="latest",
+        help="latest, latest:N, all or specific:V1,V2 (default: %(default)s)",
+    )
+    versions.add_argument(
+        "--version-label",
+        action="append",
+        default=[],
+        metavar="LABEL=VERSION",
+        help="name a version for ModelSpec.version_label, e.g. stable=3 (repeatable)",
+    )
+    versions.add_argument(
+        "--poll-interval",
+        type=float,
+        default=1.0,
+        help="seconds between scans for new versions (default: %(default)s)",
+    )
+    limits = parser.add_argument_group("limits and batching")
+    limits.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=1024,
+        help="most rows per request (and per merged batch) (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=64 * 1024 * 1024,
+        help="largest request accepted, embedded only (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--enable-batching",
+        action="store_true",
+        help="merge concurrent requests into one model call (helps large indexes under load)",
+    )
+    limits.add_argument(
+        "--batch-timeout-micros",
+        type=int,
+        default=0,
+        help="with batching, how long a request waits for others (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--drain-grace",
+        type=float,
+        default=20.0,
+        help="seconds in-flight requests may take after SIGTERM (default: %(default)s)",
+    )
+    parser.set_defaults(handler=_serve)
+
+
+def serving_config(args: argparse.Namespace) -> ServingConfig:
+    """The ServingConfig the parsed flags describe.
+
+    Raises:
+      ConfigError: a flag value is invalid (e.g. a malformed --version-label).
+    """
+    from serving.config import ServingConfig, VersionPolicy
+    from tfrs_model.errors import ConfigError
+
+    labels = {}
+    for text in args.version_label:
+        label, _, version = text.partition("=")
+        if not label or not version.isdigit():
+            raise ConfigError(f"--version-label wants LABEL=VERSION, e.g. stable=3, not {text!r}")
+        labels[label] = int(version)
+    return ServingConfig(
+        model_base_path=args.model_base_path,
+        model_name=args.model_name,
+        host=args.host,
+        grpc_port=args.port,
+        rest_port=None if args.no_rest else args.rest_api_port,
+        version_policy=VersionPolicy.parse(args.version_policy),
+        version_labels=labels,
+        poll_interval_s=args.poll_interval,
+        max_message_bytes=args.max_message_bytes,
+        max_batch_size=args.max_batch_size,
+        drain_grace_s=args.drain_grace,
+        enable_batching=args.enable_batching,
+        batch_timeout_micros=args.batch_timeout_micros,
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from serving.launcher import serve
+
+    return serve(serving_config(args), embedded=args.embedded)
