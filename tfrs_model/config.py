@@ -91,8 +91,18 @@ class ModelConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.embedding_dim <= 0 or self.id_embedding_dim <= 0:
-            raise ConfigError("embedding_dim and id_embedding_dim must be positive")
+        # feature_embedding_dim, hidden_layers and dropout were unchecked: bad values surfaced as
+        # Keras tracebacks while building the towers, after the data had been loaded.
+        if self.embedding_dim <= 0 or self.id_embedding_dim <= 0 or self.feature_embedding_dim <= 0:
+            raise ConfigError(
+                "embedding_dim, id_embedding_dim and feature_embedding_dim must be positive"
+            )
+        if any(units <= 0 for units in self.hidden_layers):
+            raise ConfigError(
+                f"hidden_layers sizes must be positive, got {self.hidden_layers}; use () for none"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         if self.oov_buckets < 1:
@@ -123,6 +133,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("epochs and batch_size must be >= 1")
+        # Unchecked before: Keras accepts a negative learning rate or patience without a word.
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.early_stopping_patience < 0:
+            raise ConfigError(
+                f"early_stopping_patience must be >= 0 (0 disables), got "
+                f"{self.early_stopping_patience}"
+            )
         if self.optimizer not in ("adam", "adagrad", "sgd"):
             raise ConfigError(f"optimizer must be adam, adagrad or sgd, got {self.optimizer!r}")
         if self.strategy not in ("default", "mirrored", "multi-worker"):

@@ -192,9 +192,7 @@ def normalize_interactions(
             "item_id": _string_ids(frame["item_id"], "interactions.item_id"),
             "timestamp": _parse_timestamps(frame["timestamp"]),
             "rating": _parse_ratings(frame["rating"]) if "rating" in frame else np.nan,
-            "weight": (
-                _parse_weights(frame["weight"]) if "weight" in frame else np.float32(1.0)
-            ),
+            "weight": (_parse_weights(frame["weight"]) if "weight" in frame else np.float32(1.0)),
         }
     )
     reports: list[FilterReport] = []

@@ -4,6 +4,7 @@ cache, or a tabular dataset described by a config file."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
 
 from tfrs_model.config import DataConfig
@@ -14,12 +15,16 @@ from tfrs_model.errors import DataError
 TABULAR = "tabular"
 
 
-def load_data(config: DataConfig, cache_dir: Path) -> InteractionData:
+def load_data(
+    config: DataConfig, cache_dir: Path, *, environ: Mapping[str, str] | None = None
+) -> InteractionData:
     """Loads the interactions a run trains on.
 
     Args:
       config: `dataset` names a MovieLens variant, or `tabular` with `dataset_config` set.
       cache_dir: where MovieLens archives are downloaded when `data_dir` is not given.
+      environ: where a tabular config's `postgres.dsn_env` is looked up (the CLI passes
+        `os.environ`); None means no PostgreSQL connection string is available.
 
     Raises:
       DataError: unknown dataset, unreadable files, or a failed download.
@@ -31,7 +36,7 @@ def load_data(config: DataConfig, cache_dir: Path) -> InteractionData:
             tabular = importlib.import_module("tfrs_model.data.tabular")
         except ModuleNotFoundError:
             raise DataError("tabular datasets are not available in this build") from None
-        return tabular.load_tabular(Path(config.dataset_config), config)
+        return tabular.load_tabular(Path(config.dataset_config), config, environ=environ)
     if config.dataset not in DATASET_FORMATS:
         raise DataError(
             f"unknown dataset {config.dataset!r}; use one of {', '.join(DATASET_FORMATS)}, or "

@@ -277,7 +277,9 @@ def write_movielens(data: InteractionData, directory: Path, layout: Layout = "10
             [
                 f"{item}|{title}|01-Jan-2000||http://example.invalid/{item}|"
                 + "|".join("1" if g in row else "0" for g in genres)
-                for item, title, row in zip(items["item_id"], items["title"], items["genres"])
+                for item, title, row in zip(
+                    items["item_id"], items["title"], items["genres"], strict=True
+                )
             ],
         )
         _write_lines(
@@ -290,7 +292,9 @@ def write_movielens(data: InteractionData, directory: Path, layout: Layout = "10
             directory / "movies.dat",
             [
                 f"{item}::{title}::{'|'.join(row)}"
-                for item, title, row in zip(items["item_id"], items["title"], items["genres"])
+                for item, title, row in zip(
+                    items["item_id"], items["title"], items["genres"], strict=True
+                )
             ],
         )
         _write_lines(
