@@ -257,7 +257,14 @@ def export_run(config: ExportConfig) -> ExportResult:
     base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=base))
     try:
-        _write_version(run, config, staging / "model", version)
+        try:
+            _write_version(run, config, staging / "model", version)
+        except OSError as error:
+            # Was uncaught: a full disk or a permission error reached `twotower export` as a
+            # traceback, although a failed write is documented to raise ExportError.
+            raise ExportError(
+                f"writing version {version} under {base} failed: {error}; nothing was published"
+            ) from error
         staged = staging / "model"
         report = verify_in_subprocess(staged) if config.verify else {"skipped": True}
         if final.exists():
