@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Measures ScaNN (IndexConfig defaults) and TFRS brute force on a synthetic, clustered, "
             "L2-normalized catalog and records benchmarks/results/<out-name>.json plus a section "
             "of docs/benchmarks.md. With --grid, measures the recall of the default ScaNN "
-            "parameters over catalog sizes, dimensions and distributions instead."
+            "parameters over catalog sizes, dimensions and distributions instead; with --sweep, "
+            "recall as the leaves searched and the re-scoring depth vary."
         ),
     )
     parser.add_argument("--items", type=int, default=1_000_000, help="catalog size N")
@@ -35,16 +36,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "distributions (records index_defaults)",
     )
     parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="measure ScaNN recall as leaves searched and re-scoring depth vary, at 100K and 1M "
+        "items (records index_sweep)",
+    )
+    parser.add_argument(
         "--grid-items",
         type=lambda text: tuple(int(v) for v in text.split(",")),
         default=None,
-        help="comma-separated catalog sizes for --grid (default 1700,10000,100000,1000000)",
+        help="comma-separated catalog sizes for --grid or --sweep",
     )
     parser.add_argument(
         "--out-name",
         default=None,
-        help="result name: benchmarks/results/<name>.json (default index, or index_defaults "
-        "with --grid)",
+        help="result name: benchmarks/results/<name>.json (default index, index_defaults with "
+        "--grid, index_sweep with --sweep)",
     )
     parser.set_defaults(handler=_run)
 
@@ -57,6 +64,14 @@ def _run(args: argparse.Namespace) -> int:
     for flag in ("items", "dim", "queries", "k", "batch_size"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.sweep:
+        kwargs = {"sizes": args.grid_items} if args.grid_items else {}
+        result = index_bench.run_parameter_sweep(seed=args.seed, **kwargs)
+        path = record(
+            args.out_name or "index_sweep", result, index_bench.render_sweep_markdown(result)
+        )
+        print(f"wrote {path}")
+        return 0
     if args.grid:
         kwargs = {"sizes": args.grid_items} if args.grid_items else {}
         result = index_bench.run_defaults_grid(seed=args.seed, **kwargs)

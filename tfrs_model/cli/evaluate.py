@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from tfrs_model.cli._common import add_data_arguments, cache_dir, data_config
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
             overrides,
             args.split,
             cache_dir=cache_dir(),
+            environ=os.environ,
             with_baselines=not args.no_baselines,
         )
     print(markdown_report(report))

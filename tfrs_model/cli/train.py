@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from tfrs_model.cli._common import add_data_arguments, cache_dir, data_config, load_config_file
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from tfrs_model.training import train
 
     config = build_config(args)
-    data = load_data(config.data, cache_dir())
+    data = load_data(config.data, cache_dir(), environ=os.environ)
     result = train(data, config, Path(args.out), overwrite=args.force)
     print(
         f"best epoch {result.best_epoch}: validation recall@10 "

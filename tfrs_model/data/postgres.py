@@ -108,7 +108,7 @@ def _scrub(message: str, dsn: str) -> str:
     message = message.replace(dsn, redact(dsn))
     for password in _passwords(dsn):
         message = message.replace(password, "***")
-    return message.strip()
+    return " ".join(message.split())  # libpq's messages span lines; keep errors to one
 
 
 def _connect(dsn: str, config: PostgresConfig):

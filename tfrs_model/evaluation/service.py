@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ def evaluate_saved_model(
     split: str,
     *,
     cache_dir: Path,
+    environ: Mapping[str, str] | None = None,
     with_baselines: bool = True,
 ) -> EvaluationReport:
     """Evaluates an exported version through `serving_default` on `split` of its training data.
@@ -52,6 +54,6 @@ def evaluate_saved_model(
             "--known-through validation"
         )
     config = with_overrides(from_mapping(DataConfig, card["config"]["data"]), **data_overrides)
-    split_data = assign_splits(load_data(config, cache_dir), config)
+    split_data = assign_splits(load_data(config, cache_dir, environ=environ), config)
     ranker = SavedModelRanker(version_dir)
     return evaluate_split(split_data, split, [ranker], with_baselines=with_baselines)
