@@ -204,23 +204,28 @@ def train(
     split, features = prepare(data, config)
     if out_dir is None or not _is_chief(strategy):
         model, history, throughput = fit(split, features, config, strategy=strategy)
-        return _result(None, history, throughput, started)
+        return _result(None, history, throughput, started, config)
     with atomic_directory(Path(out_dir), overwrite=overwrite) as staging:
         model, history, throughput = fit(split, features, config, staging / LOGS_DIR, strategy)
         config.save(staging / CONFIG_FILE)
         features.save(staging / FEATURES_FILE)
         save_weights(model, staging / WEIGHTS_DIR)
         save_split_data(split, staging / DATA_DIR)
-        result = _result(Path(out_dir), history, throughput, started)
+        result = _result(Path(out_dir), history, throughput, started, config)
         write_json(staging / METRICS_FILE, _metrics_payload(split, result))
     logger.info("wrote run %s", out_dir)
     return result
 
 
-def _result(run_dir: Path | None, history, throughput: float, started: float) -> TrainResult:
+def _result(
+    run_dir: Path | None, history, throughput: float, started: float, config: RunConfig
+) -> TrainResult:
     values = {k: [float(x) for x in v] for k, v in history.history.items()}
     recalls = values.get(EARLY_STOPPING_METRIC, [0.0])
     best = int(max(range(len(recalls)), key=recalls.__getitem__))
+    if config.train.early_stopping_patience == 0:
+        # Without early stopping the last epoch's weights are kept, so report that epoch.
+        best = len(recalls) - 1
     validation = {
         k.removeprefix("val_"): v[best] for k, v in values.items() if k.startswith("val_")
     }
