@@ -105,16 +105,24 @@ def top_k_excluding(scores: np.ndarray, excluded: list[np.ndarray], k: int) -> n
       `[U, k]` int64 indices; ties keep the lower index first. Slots beyond a row's
       non-excluded items hold -1 (the metrics' empty slot), so the width is always `k`.
     """
-    scores = np.array(scores, dtype=np.float64, copy=True)
-    mask = np.zeros(scores.shape, dtype=bool)
+    scores = np.array(scores, copy=True)
+    if not np.issubdtype(scores.dtype, np.floating):
+        scores = scores.astype(np.float64)
     for row, items in enumerate(excluded):
-        mask[row, items] = True
-    scores[mask] = -np.inf
-    # A stable sort on negated scores breaks ties by index, matching tf.math.top_k.
-    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    # Excluded items sort last but used to fill the list when fewer than k others remained, and
-    # a catalog smaller than k gave fewer than k columns, which `ranking_metrics` rejects for
-    # K=100. Mark both as empty slots instead.
-    ranked = np.where(np.take_along_axis(mask, ranked, axis=1), -1, ranked)
+        scores[row, items] = -np.inf
+    width = min(k, scores.shape[1])
+    if width < scores.shape[1]:
+        # Partition first: sorting whole rows costs O(I log I) per user on large catalogs.
+        candidates = np.argpartition(-scores, width - 1, axis=1)[:, :width]
+    else:
+        candidates = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    candidate_scores = np.take_along_axis(scores, candidates, axis=1)
+    # Best score first, ties by lower index, matching tf.math.top_k.
+    order = np.lexsort((candidates, -candidate_scores), axis=1)
+    ranked = np.take_along_axis(candidates, order, axis=1).astype(np.int64)
+    # Excluded items (score -inf) must never fill a list when fewer than k others remain, and a
+    # catalog smaller than k must still give k columns (`ranking_metrics` needs K=100): both
+    # become empty slots (-1).
+    ranked = np.where(np.take_along_axis(scores, ranked, axis=1) == -np.inf, -1, ranked)
     padding = np.full((len(ranked), k - ranked.shape[1]), -1, dtype=ranked.dtype)
     return np.concatenate([ranked, padding], axis=1)

@@ -44,9 +44,11 @@ class TwoTowerRanker:
         catalog = candidate_inputs(self.features, self.tables, eval_set.catalog)
         return embed(self.model.query_model, queries), embed(self.model.candidate_model, catalog)
 
-    def rank(self, eval_set: EvalSet, k: int, batch_size: int = 1024) -> np.ndarray:
+    def rank(self, eval_set: EvalSet, k: int) -> np.ndarray:
         import tensorflow as tf
 
+        # About 1 GB of float32 scores per batch, whatever the catalog size.
+        batch_size = max(1, min(1024, (1 << 28) // max(1, eval_set.num_items)))
         query_embeddings, candidate_embeddings = self.embeddings(eval_set)
         candidates = tf.constant(candidate_embeddings)
         parts = []
