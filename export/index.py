@@ -6,9 +6,17 @@ so it saves inside the SavedModel; `retrieve` queries it with per-row exclusions
 exported as a serving signature.
 
 Both index kinds score by dot product. Defaults of the ScaNN parameters are derived from the
-catalog size by the rules below, chosen by measurement (`twotower bench index --grid`, results in
-`benchmarks/results/index_defaults.json`): with them ScaNN's recall@10 against brute force is
->= 0.95 on clustered catalogs of 1.7K to 1M items, L2-normalized or not, dim 32 and 64.
+catalog size by the rules below, chosen by measurement: `twotower bench index --sweep` (recall as
+leaves searched and re-scoring depth vary, `benchmarks/results/index_sweep.json`) and
+`twotower bench index --grid` (the defaults over 1.7K..1M items, dim 32/64, four distributions,
+`benchmarks/results/index_defaults.json`). With them ScaNN's recall@10 and recall@100 against
+exact search are >= 0.96 on clustered catalogs of 1.7K to 1M items, L2-normalized or not; on
+isotropic Gaussian vectors (no neighbourhood structure) only catalogs up to 10K items, which are
+searched exhaustively, reach 0.95.
+
+k may be a Python int or a scalar int32 tensor, also inside a saved function: the ScaNN search
+ops take `final_num_neighbors` and `pre_reorder_num_neighbors` as tensor inputs, so one exported
+signature serves any k (checked by saving, reloading in a fresh process and querying).
 
 Identifiers may be `tf.string`, `tf.int32` or `tf.int64`. Exclusions must have the identifiers'
 dtype and be padded with the pad identifier (`""` for strings, `-1` for integers), which must not
@@ -99,13 +107,19 @@ class IndexConfig:
             )
         _check_int("k", self.k, minimum=1, fix="ask for at least one result, e.g. k=100")
         _check_int(
-            "num_leaves", self.num_leaves, minimum=1, optional=True,
+            "num_leaves",
+            self.num_leaves,
+            minimum=1,
+            optional=True,
             fix="leave it None to derive it from the catalog size",
-        )  # fmt: skip
+        )
         _check_int(
-            "num_leaves_to_search", self.num_leaves_to_search, minimum=1, optional=True,
+            "num_leaves_to_search",
+            self.num_leaves_to_search,
+            minimum=1,
+            optional=True,
             fix="leave it None to derive it from the catalog size",
-        )  # fmt: skip
+        )
         if (
             self.num_leaves is not None
             and self.num_leaves_to_search is not None
@@ -116,18 +130,24 @@ class IndexConfig:
                 f"num_leaves ({self.num_leaves}); lower it, or leave it None to derive it"
             )
         _check_int(
-            "training_iterations", self.training_iterations, minimum=1,
+            "training_iterations",
+            self.training_iterations,
+            minimum=1,
             fix="use at least 1 k-means iteration; 12 is the default",
-        )  # fmt: skip
+        )
         _check_int(
-            "dimensions_per_block", self.dimensions_per_block, minimum=1,
+            "dimensions_per_block",
+            self.dimensions_per_block,
+            minimum=1,
             fix="use 1 to 4; 2 is the default",
-        )  # fmt: skip
+        )
         _check_int(
-            "num_reordering_candidates", self.num_reordering_candidates, minimum=0,
+            "num_reordering_candidates",
+            self.num_reordering_candidates,
+            minimum=0,
             optional=True,
             fix="use 0 to disable re-scoring or leave it None to derive it",
-        )  # fmt: skip
+        )
         if not isinstance(self.parallelize_batch_searches, bool):
             raise ConfigError(
                 "IndexConfig.parallelize_batch_searches must be True or False "
@@ -295,8 +315,8 @@ class ScaNNIndex(tfrs.layers.factorized_top_k.ScaNN):
     than `num_reordering_candidates` silently returns only that many; and when the searched leaves
     hold fewer than k candidates ScaNN pads rows with NaN scores and index 0, i.e. the identifier
     of candidate 0. This `call` re-scores max(k, num_reordering_candidates) candidates and marks
-    missing slots with score -inf and the pad identifier. Results are exact dot products when
-    re-scoring is on, approximate ones otherwise.
+    missing slots with score -inf and the pad identifier. Scores of the candidates found are
+    exact dot products when re-scoring is on (the default), quantized approximations otherwise.
 
     Built by `build_index`; `num_candidates`, `pad_id`, `identifier_dtype` and `reordering` are
     set there.

@@ -193,20 +193,23 @@ def measure_index(
       warmup: calls made before timing.
 
     Returns:
-      {"parameters", "build_s", "state_bytes", "rss_delta_bytes", "latency_ms" (batch 1),
-       "throughput_qps" (batched), "recall_at_k", "k", "num_queries"}.
+      {"parameters", "build_s", "state_bytes", "rss_delta_bytes" (process growth across the
+       build, input tensors excluded), "latency_ms" (batch 1), "throughput_qps" (batched),
+       "recall_at_k", "k", "num_queries"}.
     """
     import tensorflow as tf
 
     from export.index import build_index, resolved_parameters, retrieve
 
+    candidates_tensor, identifiers_tensor = tf.constant(candidates), tf.constant(identifiers)
     gc.collect()
     rss_before = rss_bytes()
     start = time.perf_counter()
-    index = build_index(config, tf.constant(candidates), tf.constant(identifiers))
+    index = build_index(config, candidates_tensor, identifiers_tensor)
     build_s = time.perf_counter() - start
     gc.collect()
     rss_delta = rss_bytes() - rss_before
+    del candidates_tensor, identifiers_tensor
 
     dim = candidates.shape[1]
 
@@ -367,7 +370,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"string ids; {data['num_queries']} queries "
         f"from the same distribution, k={k}, seed {data['seed']}. Latency: one query per call "
         "through `export.index.retrieve` in a `tf.function`, after warm-up. Recall against exact "
-        "numpy search. State: bytes of the index variables stored in the SavedModel.\n\n"
+        "numpy search. State: bytes of the index variables stored in the SavedModel; RSS delta: "
+        "process growth across the build (ScaNN holds its searcher and the serialized copy "
+        "that is saved).\n\n"
         f"{table}\n"
         f"ScaNN parameters (IndexConfig defaults): {scann_params}.\n\n"
         f"**ScaNN speed-up over brute force at p50: {result['scann_speedup_p50']:.1f}x** "
@@ -465,7 +470,17 @@ def render_grid_markdown(result: dict[str, Any]) -> str:
             ]
         )
     table = markdown_table(
-        ["distribution", "items", "dim", "k", "leaves", "searched", "re-scored", "recall@k", "build s"],
+        [
+            "distribution",
+            "items",
+            "dim",
+            "k",
+            "leaves",
+            "searched",
+            "re-scored",
+            "recall@k",
+            "build s",
+        ],
         rows,
     )
     return (
@@ -476,4 +491,116 @@ def render_grid_markdown(result: dict[str, Any]) -> str:
         "neighbourhood structure and are a worst case shown for reference.\n\n"
         f"{table}\n"
         "Reproduce: `twotower bench index --grid`.\n"
+    )
+
+
+def run_parameter_sweep(
+    *,
+    sizes: Sequence[int] = (100_000, 1_000_000),
+    dims: Sequence[int] = GRID_DIMS,
+    distributions: Sequence[str] = ("clustered", "clustered-normalized"),
+    leaf_fractions: Sequence[float] = (0.01, 0.02, 0.03, 0.05, 0.1),
+    reorderings: Sequence[int] = (250, 500, 1000, 2000),
+    ks: Sequence[int] = GRID_KS,
+    num_queries: int = 500,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Recall of one ScaNN index per catalog as leaves searched and re-scoring depth vary.
+
+    The evidence for the derived `num_leaves_to_search` and `num_reordering_candidates`: each
+    catalog is indexed once with the default leaves, then searched with ScaNN's per-query
+    overrides (`leaves_to_search`, `pre_reorder_num_neighbors`), which give the same results as
+    building with those values.
+
+    Returns:
+      {"cells": [{"distribution", "num_items", "dim", "num_leaves", "leaf_fraction",
+       "num_leaves_to_search", "num_reordering_candidates", "k", "recall_at_k"}, ...], ...}.
+    """
+    import tensorflow as tf
+    from scann.scann_ops.py import scann_ops
+
+    from export.index import IndexConfig, build_index, resolved_parameters
+
+    cells = []
+    for distribution in distributions:
+        for num_items in sizes:
+            for dim in dims:
+                candidates, queries, _ = synthetic_catalog(
+                    num_items, dim, num_queries, distribution=distribution, seed=seed
+                )
+                exact_rows = exact_top_k(candidates, queries, max(ks))
+                index = build_index(
+                    IndexConfig(), tf.constant(candidates), tf.range(num_items, dtype=tf.int32)
+                )
+                # The searcher behind TFRS 0.7.7's ScaNN layer, for its per-query overrides.
+                searcher = scann_ops.searcher_from_module(index._serialized_searcher)
+                num_leaves = resolved_parameters(IndexConfig(), num_items, dim)["num_leaves"]
+                for fraction in leaf_fractions:
+                    leaves = min(num_leaves, max(1, math.ceil(num_leaves * fraction)))
+                    for reordering in reorderings:
+                        for k in ks:
+                            found = searcher.search_batched(
+                                tf.constant(queries),
+                                final_num_neighbors=k,
+                                pre_reorder_num_neighbors=max(k, reordering),
+                                leaves_to_search=leaves,
+                            ).indices.numpy()
+                            cells.append(
+                                {
+                                    "distribution": distribution,
+                                    "num_items": num_items,
+                                    "dim": dim,
+                                    "num_leaves": num_leaves,
+                                    "leaf_fraction": fraction,
+                                    "num_leaves_to_search": leaves,
+                                    "num_reordering_candidates": reordering,
+                                    "k": k,
+                                    "recall_at_k": recall_at_k(found, exact_rows, k),
+                                }
+                            )
+                del index, searcher
+                gc.collect()
+    return {"cells": cells, "num_queries": num_queries, "seed": seed}
+
+
+def render_sweep_markdown(result: dict[str, Any]) -> str:
+    """The `index_sweep` section: recall@k per leaves fraction (rows) and re-scoring (columns)."""
+    from tfrs_model.benchreport import markdown_table
+
+    reorderings = sorted({cell["num_reordering_candidates"] for cell in result["cells"]})
+    groups: dict[tuple, dict[int, float]] = {}
+    for cell in result["cells"]:
+        key = (
+            cell["distribution"],
+            cell["num_items"],
+            cell["dim"],
+            cell["k"],
+            cell["num_leaves"],
+            cell["leaf_fraction"],
+            cell["num_leaves_to_search"],
+        )
+        groups.setdefault(key, {})[cell["num_reordering_candidates"]] = cell["recall_at_k"]
+    rows = [
+        [
+            distribution,
+            f"{items:,}",
+            dim,
+            k,
+            f"{searched}/{leaves} ({fraction:.0%})",
+            *(f"{recalls[r]:.4f}" for r in reorderings),
+        ]
+        for (distribution, items, dim, k, leaves, fraction, searched), recalls in groups.items()
+    ]
+    table = markdown_table(
+        ["distribution", "items", "dim", "k", "leaves searched", *(f"R={r}" for r in reorderings)],
+        rows,
+    )
+    return (
+        "## Index: ScaNN recall by leaves searched and re-scoring depth\n\n"
+        "recall@k against exact search for one ScaNN index per catalog (default leaves, "
+        "dimensions_per_block=2), searched with per-query overrides; R = candidates re-scored "
+        f"exactly. {result['num_queries']} queries, seed {result['seed']}. The defaults search "
+        "max(5% of N, 10K) candidates and re-score max(1000, 20 * k).\n\n"
+        f"{table}\n"
+        "Reproduce: `twotower bench index --sweep`.\n"
     )
