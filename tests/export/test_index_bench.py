@@ -118,3 +118,11 @@ def test_cli_runs_and_records_in_the_working_directory(tmp_path, monkeypatch, ca
     assert json.loads((tmp_path / "benchmarks/results/index.json").read_text())["k"] == 10
     assert "<!-- bench:index:begin -->" in (tmp_path / "docs/benchmarks.md").read_text()
     assert "wrote benchmarks/results/index.json" in capsys.readouterr().out
+
+
+def test_cli_rejects_an_out_name_that_is_a_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from tfrs_model.cli import main
+
+    assert main(["bench", "index", "--items", "100", "--out-name", "/tmp/x"]) == 2
+    assert not (tmp_path / "docs").exists()

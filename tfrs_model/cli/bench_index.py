@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,6 +65,11 @@ def _run(args: argparse.Namespace) -> int:
     for flag in ("items", "dim", "queries", "k", "batch_size"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.out_name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", args.out_name):
+        raise ConfigError(
+            f"--out-name {args.out_name!r} must be a plain name (letters, digits, _ . -): it "
+            "names benchmarks/results/<name>.json and a section of docs/benchmarks.md"
+        )
     if args.sweep:
         kwargs = {"sizes": args.grid_items} if args.grid_items else {}
         result = index_bench.run_parameter_sweep(seed=args.seed, **kwargs)
