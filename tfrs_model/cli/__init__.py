@@ -19,6 +19,18 @@ from tfrs_model.errors import TwoTowerError
 _SUBCOMMANDS = ("train", "evaluate", "export", "serve", "query", "recommend", "bench", "demo")
 
 
+def register_modules(subparsers: argparse._SubParsersAction, names: tuple[str, ...]) -> None:
+    """Lets each `tfrs_model.cli.<name>` module add its parser; absent modules are skipped."""
+    for name in names:
+        try:
+            module = importlib.import_module(f"tfrs_model.cli.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"tfrs_model.cli.{name}":
+                raise
+            continue  # a command whose module is not part of this build
+        module.register(subparsers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="twotower",
@@ -26,14 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in _SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"tfrs_model.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"tfrs_model.cli.{name}":
-                raise
-            continue  # a subcommand whose module is not part of this build
-        module.register(subparsers)
+    register_modules(subparsers, _SUBCOMMANDS)
     return parser
 
 
