@@ -1,0 +1,65 @@
+"""The quality benchmark trains each variant and ranks it beside the baselines in one harness."""
+
+import dataclasses
+
+import pytest
+
+from tfrs_model.config import DataConfig, ModelConfig, TrainConfig
+from tfrs_model.data.synthetic import make_synthetic
+from tfrs_model.evaluation import quality
+
+pytestmark = pytest.mark.slow
+
+SMALL = ModelConfig(
+    embedding_dim=16, id_embedding_dim=16, feature_embedding_dim=8, hidden_layers=()
+)
+
+
+def test_tutorial_configuration_matches_the_tfrs_tutorial():
+    # User and item id embeddings of 32, Adagrad 0.1, batch 8192, 3 epochs, nothing else.
+    assert quality.TUTORIAL_MODEL.id_embedding_dim == 32
+    assert not (
+        quality.TUTORIAL_MODEL.use_history
+        or quality.TUTORIAL_MODEL.use_user_features
+        or quality.TUTORIAL_MODEL.use_item_features
+    )
+    train = quality.TUTORIAL_TRAIN
+    assert (train.optimizer, train.learning_rate, train.batch_size, train.epochs) == (
+        "adagrad",
+        0.1,
+        8192,
+        3,
+    )
+
+
+def test_benchmark_ranks_every_variant_and_baseline(tmp_path):
+    data = make_synthetic(num_users=120, num_items=60, interactions_per_user=15, seed=3)
+    fast = TrainConfig(epochs=2, batch_size=256, tensorboard=False, early_stopping_patience=0)
+    variants = (
+        quality.Variant("two_tower", SMALL, fast),
+        quality.Variant(
+            "tfrs_tutorial",
+            dataclasses.replace(quality.TUTORIAL_MODEL, id_embedding_dim=16, embedding_dim=16),
+            dataclasses.replace(quality.TUTORIAL_TRAIN, epochs=2),
+        ),
+    )
+    report, timings = quality.run_quality_benchmark(data, DataConfig(dataset="synthetic"), variants)
+
+    assert set(report.results) == {
+        "two_tower",
+        "tfrs_tutorial",
+        "random",
+        "popularity",
+        "ease",
+        "svd",
+    }
+    assert set(timings) == {"two_tower", "tfrs_tutorial"}
+    assert timings["tfrs_tutorial"]["epochs"] == 2
+    assert all(0.0 <= r["recall@10"] <= 1.0 for r in report.results.values())
+    markdown = quality.quality_markdown(report, timings)
+    assert markdown.count("\n| ") == 1 + 6  # header + one row per model
+    chart = quality.quality_chart(report, tmp_path / "quality.png")
+    if chart is not None:  # matplotlib is a dev dependency
+        assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    payload = quality.result_payload(report, timings, "synthetic")
+    assert payload["results"]["ease"] == report.results["ease"]
