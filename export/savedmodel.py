@@ -29,6 +29,7 @@ from export.signatures import BakedUsers, ServingModule
 from export.warmup import WarmupRequest, write_warmup_file
 from tfrs_model.data.splits import TEST, SplitData
 from tfrs_model.errors import ExportError
+from tfrs_model.evaluation.protocol import catalog_rows_by_user
 from tfrs_model.evaluation.two_tower import embed
 from tfrs_model.features.examples import candidate_inputs, query_inputs
 from tfrs_model.features.history import latest_history
@@ -105,12 +106,7 @@ def bake_users(
     history = latest_history(known, user_ids, history_spec.max_values) if history_spec else None
     inputs = query_inputs(features, tables, user_ids, history)
     inputs.pop("user_id")
-    rows = catalog.get_indexer(known["item_id"])
-    by_user = (
-        pd.Series(rows).groupby(known["user_id"].to_numpy()).agg(lambda s: np.unique(s.to_numpy()))
-    )
-    empty = np.zeros(0, dtype=np.int32)
-    excluded = [by_user.get(user, empty).astype(np.int32) for user in user_ids]
+    excluded = [rows.astype(np.int32) for rows in catalog_rows_by_user(known, user_ids, catalog)]
     return BakedUsers(user_ids=user_ids, features=inputs, excluded=excluded)
 
 
@@ -194,8 +190,9 @@ def build_module(
 def _write_version(run: Run, config: ExportConfig, staging: Path, version: int) -> None:
     module, users, catalog, index_parameters = build_module(run, config)
     signatures = module.signatures()
-    for name, request in ((r.signature_name, r) for r in warmup_requests(module, users, catalog)):
-        signatures[name](**{k: tf.constant(v) for k, v in request.inputs.items()})  # trace + index
+    requests = warmup_requests(module, users, catalog)
+    for request in requests:  # traces every signature and calls the index once before saving
+        signatures[request.signature_name](**{k: tf.constant(v) for k, v in request.inputs.items()})
     tf.saved_model.save(
         module,
         str(staging),
@@ -204,7 +201,7 @@ def _write_version(run: Run, config: ExportConfig, staging: Path, version: int) 
     )
     extra = staging / contract.ASSETS_EXTRA
     extra.mkdir()
-    write_warmup_file(extra / contract.WARMUP_FILE, warmup_requests(module, users, catalog))
+    write_warmup_file(extra / contract.WARMUP_FILE, requests)
     card = model_card(
         run,
         version=version,

@@ -41,7 +41,11 @@ class EvalSet:
         return len(self.catalog)
 
 
-def _indices_by_user(frame: pd.DataFrame, users: np.ndarray, catalog: pd.Index) -> list[np.ndarray]:
+def catalog_rows_by_user(
+    frame: pd.DataFrame, users: np.ndarray, catalog: pd.Index
+) -> list[np.ndarray]:
+    """Per user of `users`, the sorted distinct catalog rows (int64) of its items in `frame`;
+    empty for users absent from `frame`."""
     codes = catalog.get_indexer(frame["item_id"])
     grouped = (
         pd.Series(codes).groupby(frame["user_id"].to_numpy()).agg(lambda s: np.unique(s.to_numpy()))
@@ -66,8 +70,8 @@ def build_eval_set(split: SplitData, target: str) -> EvalSet:
         split=target,
         user_ids=users,
         catalog=catalog.to_numpy(dtype=object),
-        relevant=_indices_by_user(positives, users, catalog),
-        excluded=_indices_by_user(known[known["user_id"].isin(users)], users, catalog),
+        relevant=catalog_rows_by_user(positives, users, catalog),
+        excluded=catalog_rows_by_user(known[known["user_id"].isin(users)], users, catalog),
         known=known,
     )
 
