@@ -67,8 +67,22 @@ class ModelConfig:
       l2_normalize: unit-normalize tower outputs, so scores are cosines divided by `temperature`.
       temperature: softmax temperature of the retrieval loss.
       logq_correction: subtract log(sampling probability) of in-batch negatives (item frequency).
+      logq_strength: multiplies that correction: 1 removes the popularity bias of in-batch
+        negatives exactly; below 1 keeps part of it (pushes popular items down), above 1
+        favours popular items.
       remove_accidental_hits: ignore in-batch negatives that are the positive item itself.
+      sampled_negatives: catalog items drawn uniformly for every training batch and scored
+        against all its queries beside the in-batch negatives; 0 uses in-batch negatives only,
+        and a number >= the catalog size scores the whole catalog (a full softmax).
+      hard_negatives: keep only this many highest-scoring negatives per query in the loss
+        (TFRS hard-negative mining); 0 keeps all.
+      rating_weight: weight of a pointwise rating-regression head (mean squared error of an
+        MLP over both tower outputs, as in the TFRS multitask tutorial) added to the retrieval
+        loss; it trains on every rated training interaction, positives or not, while retrieval
+        still learns from positives only. 0 turns it off; the data must have ratings.
       use_user_features, use_item_features, use_history: feature switches.
+      history_pooling: how the history is summarized beside its most recent item: `mean`,
+        `attention` (learned item and recency weights) or `gru`.
       oov_buckets: out-of-vocabulary buckets per lookup, so unseen ids still embed.
       id_dropout: training-time probability of replacing a user or item id by the
         out-of-vocabulary bucket, which teaches the towers to answer from features (cold start).
@@ -82,10 +96,15 @@ class ModelConfig:
     l2_normalize: bool = True
     temperature: float = 0.05
     logq_correction: bool = True
+    logq_strength: float = 1.2
     remove_accidental_hits: bool = True
+    sampled_negatives: int = 0
+    hard_negatives: int = 0
+    rating_weight: float = 0.0
     use_user_features: bool = True
     use_item_features: bool = True
     use_history: bool = True
+    history_pooling: Literal["mean", "attention", "gru"] = "mean"
     oov_buckets: int = 1
     id_dropout: float = 0.05
     dropout: float = 0.0
@@ -105,6 +124,19 @@ class ModelConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if self.logq_strength < 0:
+            raise ConfigError(f"logq_strength must be >= 0, got {self.logq_strength}")
+        if self.sampled_negatives < 0 or self.hard_negatives < 0:
+            raise ConfigError(
+                "sampled_negatives and hard_negatives must be >= 0 (0 turns them off), got "
+                f"{self.sampled_negatives} and {self.hard_negatives}"
+            )
+        if self.rating_weight < 0:
+            raise ConfigError(f"rating_weight must be >= 0 (0 is off), got {self.rating_weight}")
+        if self.history_pooling not in ("mean", "attention", "gru"):
+            raise ConfigError(
+                f"history_pooling must be mean, attention or gru, got {self.history_pooling!r}"
+            )
         if self.oov_buckets < 1:
             raise ConfigError("oov_buckets must be >= 1 so unseen ids still get an embedding")
         if not 0.0 <= self.id_dropout < 1.0:
@@ -119,16 +151,22 @@ class TrainConfig:
       epochs: maximum epochs; early stopping on validation Recall@10 may stop sooner.
       early_stopping_patience: epochs without improvement before stopping; 0 disables.
       strategy: `default`, `mirrored` (all local devices) or `multi-worker` (reads TF_CONFIG).
+      refit_on_validation: after early stopping has chosen the number of epochs on validation,
+        train a fresh model for that many epochs on train + validation and keep it. The weights
+        then know the interactions just before test time (what the baselines fit on too), so
+        the run can only be evaluated on test; its validation metrics are recorded before the
+        refit.
     """
 
     epochs: int = 30
-    batch_size: int = 1024
+    batch_size: int = 128
     learning_rate: float = 0.003
     optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
     seed: int = 42
     early_stopping_patience: int = 4
     strategy: Literal["default", "mirrored", "multi-worker"] = "default"
     tensorboard: bool = True
+    refit_on_validation: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:

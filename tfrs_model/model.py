@@ -6,18 +6,24 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrs_model.config import ModelConfig
-from tfrs_model.features.examples import SAMPLING_PROBABILITY, WEIGHT
+from tfrs_model.features.examples import RATING, SAMPLING_PROBABILITY, WEIGHT
+from tfrs_model.features.negatives import NEGATIVES, UNIFORM_PROBABILITY
 from tfrs_model.features.spec import ITEM_ID, FeatureSet
+from tfrs_model.layers import RatingHead
 from tfrs_model.towers import Tower, candidate_tower, query_tower
 
 TOP_KS = (1, 5, 10, 50, 100)
 
 
 class TwoTowerModel(tfrs.Model):
-    """In-batch softmax retrieval over a query and a candidate tower.
+    """Softmax retrieval over a query and a candidate tower.
 
     Features: the towers' string inputs plus `candidate_sampling_probability` ([batch] float32,
-    used for logQ correction when enabled) and `sample_weight` ([batch] float32).
+    used for logQ correction when enabled) and `sample_weight` ([batch] float32). Training
+    batches may also carry `negatives` (see `features.negatives`): `[M]` extra catalog items
+    scored against every query beside the in-batch candidates, and `rating` ([batch] float32)
+    when `rating_weight` > 0: the rating head's mean squared error, times `rating_weight`, is
+    added to the retrieval loss.
     The factorized top-K metrics are computed on evaluation batches only (they rank every
     candidate, which is too slow to do on every training step).
     """
@@ -42,18 +48,70 @@ class TwoTowerModel(tfrs.Model):
             metrics=metrics,
             temperature=config.temperature,
             remove_accidental_hits=config.remove_accidental_hits,
+            num_hard_negatives=config.hard_negatives or None,
         )
+        self.rating_head: RatingHead | None = None
+        if config.rating_weight > 0:
+            self.rating_head = RatingHead()
+            self.rating_task = tfrs.tasks.Ranking(
+                loss=tf.keras.losses.MeanSquaredError(),
+                metrics=[tf.keras.metrics.RootMeanSquaredError(name="rating_rmse")],
+            )
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         query_embeddings = self.query_model(features, training=training)
         candidate_embeddings = self.candidate_model(features, training=training)
-        probability = features[SAMPLING_PROBABILITY] if self.config.logq_correction else None
-        return self.task(
+        candidate_ids = features[ITEM_ID]
+        probability = features[SAMPLING_PROBABILITY]
+        negatives = features.get(NEGATIVES) if training else None
+        if negatives is not None:
+            candidate_embeddings = tf.concat(
+                [candidate_embeddings, self.candidate_model(negatives, training=training)], axis=0
+            )
+            candidate_ids = tf.concat([candidate_ids, negatives[ITEM_ID]], axis=0)
+            probability = _mixed_sampling_probability(
+                tf.concat([probability, negatives[SAMPLING_PROBABILITY]], axis=0),
+                batch_size=tf.shape(query_embeddings)[0],
+                negatives=negatives,
+            )
+        loss = self.task(
             query_embeddings,
             candidate_embeddings,
             sample_weight=features.get(WEIGHT),
-            candidate_sampling_probability=probability,
-            candidate_ids=features[ITEM_ID] if self.config.remove_accidental_hits else None,
+            candidate_sampling_probability=self._logq(probability),
+            candidate_ids=candidate_ids if self.config.remove_accidental_hits else None,
             compute_metrics=not training,
             compute_batch_metrics=False,
         )
+        if self.rating_head is None or RATING not in features:
+            return loss
+        batch = tf.shape(query_embeddings)[0]
+        predictions = self.rating_head(query_embeddings, candidate_embeddings[:batch])
+        rating_loss = self.rating_task(labels=features[RATING], predictions=predictions)
+        return loss + self.config.rating_weight * rating_loss
+
+    def _logq(self, probability: tf.Tensor) -> tf.Tensor | None:
+        """The probabilities whose logs the task subtracts: `p ** logq_strength`, or None."""
+        if not self.config.logq_correction:
+            return None
+        if self.config.logq_strength == 1.0:
+            return probability
+        return tf.pow(probability, self.config.logq_strength)
+
+
+def _mixed_sampling_probability(
+    in_batch_probability: tf.Tensor, batch_size: tf.Tensor, negatives: dict[str, tf.Tensor]
+) -> tf.Tensor:
+    """Expected occurrences of each candidate among the batch's `B` positives and `M` uniform draws.
+
+    Args:
+      in_batch_probability: `[C]` each candidate's chance of being one batch positive.
+      batch_size: `B`, the number of queries.
+      negatives: the uniform draws, with `uniform_probability` (`[M]`, 1 / catalog size).
+
+    Returns:
+      `[C]` float32 `B * p_in_batch + M / N`: the logQ correction for the union of both samples.
+    """
+    num_negatives = tf.cast(tf.shape(negatives[UNIFORM_PROBABILITY])[0], tf.float32)
+    uniform = negatives[UNIFORM_PROBABILITY][0] * num_negatives
+    return tf.cast(batch_size, tf.float32) * in_batch_probability + uniform

@@ -26,8 +26,10 @@ class Tower(tf.keras.Model):
         self.id_feature = USER_ID if tower == QUERY else ITEM_ID
         self.config = config
         self.embeddings = {
-            spec.name: (HistoryEmbedding if spec.name == HISTORY else FeatureEmbedding)(
-                spec, config.oov_buckets
+            spec.name: (
+                HistoryEmbedding(spec, config.oov_buckets, config.history_pooling)
+                if spec.name == HISTORY
+                else FeatureEmbedding(spec, config.oov_buckets)
             )
             for spec in self.specs
         }

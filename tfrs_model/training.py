@@ -20,11 +20,13 @@ from tfrs_model.evaluation.two_tower import TwoTowerRanker
 from tfrs_model.features.examples import (
     candidate_inputs,
     evaluation_examples,
+    item_sampling_probability,
     make_dataset,
     to_tensor_dict,
     training_examples,
 )
-from tfrs_model.features.spec import FeatureSet
+from tfrs_model.features.negatives import attach_negatives, negatives_dataset
+from tfrs_model.features.spec import USER_ID, FeatureSet
 from tfrs_model.features.tables import FeatureTables
 from tfrs_model.features.vocabulary import build_feature_set
 from tfrs_model.model import TwoTowerModel
@@ -55,6 +57,8 @@ class TrainResult:
     best_epoch: int
     seconds: float
     examples_per_second: float
+    refit_epochs: int = 0
+    refit_examples: int = 0
 
 
 class ValidationRanking(tf.keras.callbacks.Callback):
@@ -113,36 +117,55 @@ def prepare(data: InteractionData, config: RunConfig) -> tuple[SplitData, Featur
     return split, build_feature_set(split, config.model, config.data)
 
 
-def fit(
-    split: SplitData,
-    features: FeatureSet,
-    config: RunConfig,
-    log_dir: Path | None = None,
-    strategy: tf.distribute.Strategy | None = None,
-) -> tuple[TwoTowerModel, tf.keras.callbacks.History, float]:
-    """Trains on the training split with early stopping on validation Recall@10.
+@dataclass
+class Fitted:
+    """What `fit` produced.
 
-    Returns:
-      The model (best weights restored), the Keras history and the examples per second.
+    Attributes:
+      model: the final model: the refit one when `refit_on_validation` is set, else the
+        early-stopping phase's best weights.
+      features: the final model's feature specs (with a refit, vocabularies of train + validation).
+      history: the early-stopping phase's Keras history (validation metrics per epoch).
+      examples_per_second: training throughput of the early-stopping phase.
+      refit_epochs: epochs of the refit on train + validation; 0 when there was none.
+      refit_examples: training examples of the refit; 0 when there was none.
     """
+
+    model: TwoTowerModel
+    features: FeatureSet
+    history: tf.keras.callbacks.History
+    examples_per_second: float
+    refit_epochs: int = 0
+    refit_examples: int = 0
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    model: TwoTowerModel
+    train_ds: tf.data.Dataset
+    num_examples: int
+
+
+def _compile(
+    split: SplitData, features: FeatureSet, config: RunConfig, strategy: tf.distribute.Strategy
+) -> _Compiled:
+    """The model (seeded, compiled under `strategy`) and its shuffled training batches."""
     tf.keras.utils.set_random_seed(config.train.seed)
-    strategy = strategy or _strategy(config.train.strategy)
     tables = FeatureTables(split.data)
-    train_arrays = training_examples(split, features, tables)
-    num_examples = len(train_arrays["user_id"])
-    batch = config.train.batch_size
-    # `batch` is the global batch: Keras splits it over the replicas. Every worker builds the
-    # same in-memory dataset (same seed, so the same shuffle order), and the DATA policy gives
-    # each its own share of every global batch; the default AUTO policy first tries to shard by
-    # file, which in-memory tensors do not have.
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    train_ds = make_dataset(train_arrays, batch, shuffle=True, seed=config.train.seed)
-    val_ds = make_dataset(
-        evaluation_examples(split, features, tables, VALIDATION), batch, shuffle=False, seed=0
+    with_ratings = config.model.rating_weight > 0
+    train_arrays = training_examples(split, features, tables, with_ratings=with_ratings)
+    train_ds = make_dataset(
+        train_arrays, config.train.batch_size, shuffle=True, seed=config.train.seed
     )
-    train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
-    catalog = candidate_inputs(features, tables, split.data.items["item_id"].to_numpy())
+    catalog_ids = split.data.items["item_id"].to_numpy()
+    catalog = candidate_inputs(features, tables, catalog_ids)
+    if config.model.sampled_negatives:
+        probability = item_sampling_probability(split, positives_only=not with_ratings)
+        probability = probability.reindex(catalog_ids).fillna(0.0)
+        negatives = negatives_dataset(
+            catalog, probability.to_numpy(), config.model.sampled_negatives, config.train.seed
+        )
+        train_ds = attach_negatives(train_ds, negatives)
     candidates = tf.data.Dataset.from_tensor_slices(to_tensor_dict(catalog)).batch(1024)
     with strategy.scope():
         model = TwoTowerModel(features, config.model, candidates=candidates)
@@ -153,6 +176,35 @@ def fit(
     # two workers logged top-100 accuracies of 2.0. "first" keeps the metrics right; the logged
     # `loss` is then the first local replica's share of the global batch.
     model.distribute_reduction_method = "first"
+    # `batch_size` is the global batch: Keras splits it over the replicas. Every worker builds
+    # the same in-memory dataset (same seed, so the same shuffle order), and the DATA policy
+    # gives each its own share of every global batch; the default AUTO policy first tries to
+    # shard by file, which in-memory tensors do not have.
+    return _Compiled(model, train_ds.with_options(_shard_by_data()), len(train_arrays[USER_ID]))
+
+
+def _shard_by_data() -> tf.data.Options:
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
+
+
+def _fit_with_early_stopping(
+    split: SplitData,
+    features: FeatureSet,
+    config: RunConfig,
+    log_dir: Path | None,
+    strategy: tf.distribute.Strategy,
+) -> tuple[TwoTowerModel, tf.keras.callbacks.History, float]:
+    """Trains on the training split, keeping the epoch with the best validation Recall@10."""
+    compiled = _compile(split, features, config, strategy)
+    val_ds = make_dataset(
+        evaluation_examples(split, features, FeatureTables(split.data), VALIDATION),
+        config.train.batch_size,
+        shuffle=False,
+        seed=0,
+    ).with_options(_shard_by_data())
+    model = compiled.model
     callbacks: list[tf.keras.callbacks.Callback] = [
         ValidationRanking(TwoTowerRanker(model, features, split), build_eval_set(split, VALIDATION))
     ]
@@ -167,14 +219,71 @@ def fit(
         )
     if log_dir is not None and config.train.tensorboard:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(log_dir), profile_batch=0))
-    logger.info("training on %d examples, validating on %s", num_examples, VALIDATION)
+    logger.info("training on %d examples, validating on %s", compiled.num_examples, VALIDATION)
     started = time.perf_counter()
     history = model.fit(
-        train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=callbacks, verbose=2
+        compiled.train_ds,
+        validation_data=val_ds,
+        epochs=config.train.epochs,
+        callbacks=callbacks,
+        verbose=2,
     )
     seconds = time.perf_counter() - started
     epochs_run = len(history.history.get("loss", [])) or 1
-    return model, history, num_examples * epochs_run / seconds
+    return model, history, compiled.num_examples * epochs_run / seconds
+
+
+def _refit(
+    split: SplitData,
+    config: RunConfig,
+    epochs: int,
+    log_dir: Path | None,
+    strategy: tf.distribute.Strategy,
+) -> tuple[TwoTowerModel, FeatureSet, int]:
+    """A fresh model trained for `epochs` on train + validation (vocabularies included)."""
+    merged = split.with_validation_as_train()
+    features = build_feature_set(merged, config.model, config.data)
+    compiled = _compile(merged, features, config, strategy)
+    callbacks = []
+    if log_dir is not None and config.train.tensorboard:
+        callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(log_dir), profile_batch=0))
+    logger.info("refitting on %d train + validation examples", compiled.num_examples)
+    compiled.model.fit(compiled.train_ds, epochs=epochs, callbacks=callbacks, verbose=2)
+    return compiled.model, features, compiled.num_examples
+
+
+def fit(
+    split: SplitData,
+    features: FeatureSet,
+    config: RunConfig,
+    log_dir: Path | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+) -> Fitted:
+    """Trains on the training split with early stopping on validation Recall@10, then (with
+    `refit_on_validation`) trains a fresh model for the best number of epochs on train +
+    validation, so the final weights have seen the most recent interactions too.
+
+    `features` are the training split's; the refit builds its own from train + validation.
+    """
+    strategy = strategy or _strategy(config.train.strategy)
+    model, history, throughput = _fit_with_early_stopping(
+        split, features, config, log_dir, strategy
+    )
+    if not config.train.refit_on_validation:
+        return Fitted(model, features, history, throughput)
+    epochs = best_epoch(history.history, config) + 1
+    refit_logs = log_dir / "refit" if log_dir is not None else None
+    model, features, examples = _refit(split, config, epochs, refit_logs, strategy)
+    return Fitted(model, features, history, throughput, epochs, examples)
+
+
+def best_epoch(history: dict[str, list[float]], config: RunConfig) -> int:
+    """0-based epoch whose weights the early-stopping phase kept."""
+    recalls = history.get(EARLY_STOPPING_METRIC, [0.0])
+    if config.train.early_stopping_patience == 0:
+        # Without early stopping the last epoch's weights are kept.
+        return len(recalls) - 1
+    return int(max(range(len(recalls)), key=recalls.__getitem__))
 
 
 def train(
@@ -203,34 +312,35 @@ def train(
     strategy = _strategy(config.train.strategy)
     split, features = prepare(data, config)
     if out_dir is None or not _is_chief(strategy):
-        model, history, throughput = fit(split, features, config, strategy=strategy)
-        return _result(None, history, throughput, started, config)
+        fitted = fit(split, features, config, strategy=strategy)
+        return _result(None, fitted, started, config)
     with atomic_directory(Path(out_dir), overwrite=overwrite) as staging:
-        model, history, throughput = fit(split, features, config, staging / LOGS_DIR, strategy)
+        fitted = fit(split, features, config, staging / LOGS_DIR, strategy)
         config.save(staging / CONFIG_FILE)
-        features.save(staging / FEATURES_FILE)
-        save_weights(model, staging / WEIGHTS_DIR)
+        fitted.features.save(staging / FEATURES_FILE)
+        save_weights(fitted.model, staging / WEIGHTS_DIR)
         save_split_data(split, staging / DATA_DIR)
-        result = _result(Path(out_dir), history, throughput, started, config)
+        result = _result(Path(out_dir), fitted, started, config)
         write_json(staging / METRICS_FILE, _metrics_payload(split, result))
     logger.info("wrote run %s", out_dir)
     return result
 
 
-def _result(
-    run_dir: Path | None, history, throughput: float, started: float, config: RunConfig
-) -> TrainResult:
-    values = {k: [float(x) for x in v] for k, v in history.history.items()}
-    recalls = values.get(EARLY_STOPPING_METRIC, [0.0])
-    best = int(max(range(len(recalls)), key=recalls.__getitem__))
-    if config.train.early_stopping_patience == 0:
-        # Without early stopping the last epoch's weights are kept, so report that epoch.
-        best = len(recalls) - 1
+def _result(run_dir: Path | None, fitted: Fitted, started: float, config: RunConfig) -> TrainResult:
+    values = {k: [float(x) for x in v] for k, v in fitted.history.history.items()}
+    best = best_epoch(values, config)
     validation = {
         k.removeprefix("val_"): v[best] for k, v in values.items() if k.startswith("val_")
     }
     return TrainResult(
-        run_dir, values, validation, best + 1, time.perf_counter() - started, throughput
+        run_dir,
+        values,
+        validation,
+        best + 1,
+        time.perf_counter() - started,
+        fitted.examples_per_second,
+        fitted.refit_epochs,
+        fitted.refit_examples,
     )
 
 
@@ -242,6 +352,9 @@ def _metrics_payload(split: SplitData, result: TrainResult) -> dict[str, Any]:
         "history": result.history,
         "train_seconds": result.seconds,
         "examples_per_second": result.examples_per_second,
+        # With a refit, the saved weights come from it and have seen validation: the
+        # validation metrics above are the early-stopping phase's, measured before the refit.
+        "refit": {"epochs": result.refit_epochs, "examples": result.refit_examples},
         "data": {
             **split.data.summary(),
             "interactions_by_split": {

@@ -99,14 +99,14 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, synthetic: Interaction
     original_fit = training.fit
 
     def fit_and_keep(*args, **kwargs):
-        model, history, throughput = original_fit(*args, **kwargs)
-        captured["model"] = model
-        return model, history, throughput
+        fitted = original_fit(*args, **kwargs)
+        captured["model"], captured["features"] = fitted.model, fitted.features
+        return fitted
 
     config = _tiny_config()
     directory = tmp_path_factory.mktemp("trained") / "run"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(training, "fit", fit_and_keep)
         result = training.train(synthetic, config, directory)
-    split, features = training.prepare(synthetic, config)
-    return TrainedRun(directory, config, result, captured["model"], split, features)
+    split, _ = training.prepare(synthetic, config)
+    return TrainedRun(directory, config, result, captured["model"], split, captured["features"])

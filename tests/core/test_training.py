@@ -94,10 +94,46 @@ def test_reopened_run_reproduces_the_metrics(trained_run):
         evaluate_split(run.split, TEST, [reloaded], with_baselines=False).results
         == evaluate_split(trained_run.split, TEST, [in_memory], with_baselines=False).results
     )
-    # The saved weights are the best epoch's: they score exactly the validation Recall@10 that
-    # metrics.json reports for it.
+
+
+@pytest.mark.slow
+def test_refit_trains_on_train_and_validation_for_the_best_epoch_count(trained_run):
+    metrics = json.loads((trained_run.directory / "metrics.json").read_text())
+    by_split = metrics["data"]["interactions_by_split"]
+    # One refit example per train or validation positive, for as many epochs as early stopping
+    # kept.
+    assert metrics["refit"] == {
+        "epochs": metrics["best_epoch"],
+        "examples": by_split["train/positive"] + by_split["validation/positive"],
+    }
+    assert trained_run.result.refit_epochs == metrics["best_epoch"]
+    # The saved vocabularies are those of train + validation.
+    known = trained_run.split.known_before(TEST)
+    assert set(Run.open(trained_run.directory).features.get("item_id").vocabulary) == set(
+        known["item_id"]
+    )
+
+
+@pytest.mark.slow
+def test_a_refit_run_refuses_to_be_scored_on_validation(trained_run):
+    from tfrs_model.evaluation.service import evaluate_run_dir
+
+    with pytest.raises(ConfigError, match=r"refit on train \+ validation.*would leak"):
+        evaluate_run_dir(trained_run.directory, VALIDATION, with_baselines=False)
+
+
+@pytest.mark.slow
+def test_without_refit_the_saved_weights_are_the_best_epochs(tmp_path, tiny_config):
+    data = make_synthetic(num_users=60, num_items=40, interactions_per_user=20, num_clusters=2)
+    config = tiny_config(epochs=3, refit_on_validation=False)
+    result = training.train(data, config, tmp_path / "run")
+    run = Run.open(tmp_path / "run")
+    assert run.metrics["refit"] == {"epochs": 0, "examples": 0}
+    assert result.refit_epochs == 0
+    # They score exactly the validation Recall@10 that metrics.json reports for the best epoch.
     validation = build_eval_set(run.split, VALIDATION)
-    recall = ranking_metrics(reloaded.rank(validation, 10), validation.relevant, 100, (10,))
+    ranker = TwoTowerRanker(run.load_model(), run.features, run.split)
+    recall = ranking_metrics(ranker.rank(validation, 10), validation.relevant, 40, (10,))
     assert recall["recall@10"] == run.metrics["validation"]["recall_at_10"]
 
 

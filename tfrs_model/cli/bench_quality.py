@@ -19,6 +19,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_arguments(parser)
     parser.add_argument("--epochs", type=int, help="max epochs of the project model")
     parser.add_argument("--out-name", default="quality", help="results file name (no path)")
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="instead: train the default model and one variant per lever over --seeds, and "
+        "write the ablation table (results file quality_ablation unless --out-name is given)",
+    )
+    parser.add_argument(
+        "--seeds",
+        default="42,1,2",
+        type=lambda text: tuple(int(seed) for seed in text.split(",")),
+        help="comma-separated training seeds of the ablation (default 42,1,2)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -29,15 +41,32 @@ def run(args: argparse.Namespace) -> int:
 
     config = data_config(args)
     data = load_data(config, cache_dir(), environ=os.environ)
+    if args.ablation:
+        return _ablation(args, data, config)
     report, timings = quality.run_quality_benchmark(
         data, config, quality.default_variants(args.epochs)
     )
+    cold = quality.run_cold_start(data, config, quality.default_variants(args.epochs)[0])
     markdown = quality.quality_markdown(report, timings)
     chart = quality.quality_chart(report, CHART_PATH.with_name(f"{args.out_name}.png"))
     if chart is not None:
         markdown += f"\n![Recall@10 and NDCG@10 per model](../{chart})\n"
-    payload = quality.result_payload(report, timings, config.dataset)
+    markdown += "\n" + quality.cold_start_markdown(cold)
+    payload = quality.result_payload(report, timings, config.dataset, cold)
     record(args.out_name, payload, markdown)
     print(markdown)
     print(json.dumps(payload["results"], indent=2))
+    return 0
+
+
+def _ablation(args: argparse.Namespace, data, config) -> int:
+    from tfrs_model.benchreport import record
+    from tfrs_model.evaluation import quality
+
+    base = quality.default_variants(args.epochs)[0]
+    rows = quality.run_ablation(data, config, quality.ablation_variants(base), args.seeds)
+    markdown = quality.ablation_markdown(rows, base.name)
+    name = "quality_ablation" if args.out_name == "quality" else args.out_name
+    record(name, {"dataset": config.dataset, "seeds": list(args.seeds), "variants": rows}, markdown)
+    print(markdown)
     return 0

@@ -21,6 +21,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--embedding-dim", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--strategy", choices=("default", "mirrored", "multi-worker"))
+    parser.add_argument(
+        "--no-refit",
+        dest="refit_on_validation",
+        action="store_false",
+        default=None,
+        help="keep the early-stopping model instead of refitting it on train + validation",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     parser.set_defaults(handler=run)
 
@@ -37,6 +44,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
             learning_rate=args.learning_rate,
             seed=args.seed,
             strategy=args.strategy,
+            refit_on_validation=args.refit_on_validation,
         ),
     )
 
@@ -48,10 +56,16 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     data = load_data(config.data, cache_dir(), environ=os.environ)
     result = train(data, config, Path(args.out), overwrite=args.force)
+    refit = (
+        f"; refit on train + validation: {result.refit_epochs} epochs, "
+        f"{result.refit_examples:,} examples"
+        if result.refit_epochs
+        else ""
+    )
     print(
         f"best epoch {result.best_epoch}: validation recall@10 "
         f"{result.validation.get('recall_at_10', float('nan')):.4f}, "
-        f"ndcg@10 {result.validation.get('ndcg_at_10', float('nan')):.4f} "
+        f"ndcg@10 {result.validation.get('ndcg_at_10', float('nan')):.4f}{refit} "
         f"({result.seconds:.0f}s, {result.examples_per_second:,.0f} examples/s) -> {args.out}"
     )
     return 0

@@ -47,6 +47,12 @@ class SplitData:
         allowed = {TRAIN: (TRAIN,), VALIDATION: (TRAIN,), TEST: (TRAIN, VALIDATION)}[split]
         return self.interactions[self.interactions["split"].isin(allowed)]
 
+    def with_validation_as_train(self) -> SplitData:
+        """The same data with validation relabelled train: what a final refit trains on."""
+        frame = self.interactions.copy()
+        frame.loc[frame["split"] == VALIDATION, "split"] = TRAIN
+        return SplitData(interactions=frame, data=self.data, reports=self.reports)
+
     def positives(self, split: str) -> pd.DataFrame:
         frame = self.interactions
         return frame[(frame["split"] == split) & frame["positive"]]

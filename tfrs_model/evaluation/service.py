@@ -13,6 +13,24 @@ from tfrs_model.run import Run
 DataOverrides = dict[str, Any]  # DataConfig fields to replace (dataset, data_dir, ...)
 
 
+def refuse_refit_validation(refit: bool, split: str, source: str) -> None:
+    """Raises if a model refit on train + validation is about to be scored on validation.
+
+    Raises:
+      ConfigError: `refit` is set and `split` is validation.
+    """
+    from tfrs_model.data.splits import VALIDATION
+    from tfrs_model.errors import ConfigError
+
+    if refit and split == VALIDATION:
+        raise ConfigError(
+            f"{source} was refit on train + validation (train.refit_on_validation), so scoring "
+            "it on validation would leak; its validation metrics from before the refit are in "
+            "the run's metrics.json. Evaluate --split test, or train with "
+            "refit_on_validation: false"
+        )
+
+
 def evaluate_run_dir(run_dir: Path, split: str, *, with_baselines: bool = True) -> EvaluationReport:
     """Evaluates the run's model (and the baselines) on `split` of the run's own data.
 
@@ -20,6 +38,7 @@ def evaluate_run_dir(run_dir: Path, split: str, *, with_baselines: bool = True) 
       RunDirError: `run_dir` is not a finished run.
     """
     run = Run.open(run_dir)
+    refuse_refit_validation(run.config.train.refit_on_validation, split, str(run_dir))
     ranker = TwoTowerRanker(run.load_model(), run.features, run.split)
     return evaluate_split(run.split, split, [ranker], with_baselines=with_baselines)
 
@@ -53,6 +72,8 @@ def evaluate_saved_model(
             f"the {split} split, so evaluating it there would leak; re-export with "
             "--known-through validation"
         )
+    refit = card["config"].get("train", {}).get("refit_on_validation", False)
+    refuse_refit_validation(refit, split, str(version_dir))
     config = with_overrides(from_mapping(DataConfig, card["config"]["data"]), **data_overrides)
     split_data = assign_splits(load_data(config, cache_dir, environ=environ), config)
     ranker = SavedModelRanker(version_dir)

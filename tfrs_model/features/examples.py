@@ -11,12 +11,14 @@ import numpy as np
 import pandas as pd
 
 from tfrs_model.data.splits import TRAIN, SplitData
+from tfrs_model.errors import ConfigError
 from tfrs_model.features.history import history_before_each, latest_history
 from tfrs_model.features.spec import HISTORY, ITEM_ID, USER_ID, FeatureSet
 from tfrs_model.features.tables import FeatureTables
 
 SAMPLING_PROBABILITY = "candidate_sampling_probability"
 WEIGHT = "sample_weight"
+RATING = "rating"
 
 Arrays = dict[str, np.ndarray]
 
@@ -25,10 +27,16 @@ def _select(arrays: Arrays, names: tuple[str, ...]) -> Arrays:
     return {name: arrays[name] for name in names if name in arrays}
 
 
-def item_sampling_probability(split: SplitData) -> pd.Series:
-    """Share of training positives per item: the in-batch sampling probability for logQ."""
-    positives = split.positives(TRAIN)
-    counts = positives["item_id"].value_counts()
+def item_sampling_probability(split: SplitData, positives_only: bool = True) -> pd.Series:
+    """Share of training rows per item: the in-batch sampling probability for logQ.
+
+    The rows are the training positives, or every training interaction when the batches
+    carry them all (`positives_only=False`, for the rating head).
+    """
+    rows = split.positives(TRAIN) if positives_only else split.interactions
+    if not positives_only:
+        rows = rows[rows["split"] == TRAIN]
+    counts = rows["item_id"].value_counts()
     return counts / counts.sum()
 
 
@@ -55,8 +63,14 @@ def _history_length(features: FeatureSet) -> int:
     return features.get(HISTORY).max_values if HISTORY in features.names("query") else 0
 
 
-def training_examples(split: SplitData, features: FeatureSet, tables: FeatureTables) -> Arrays:
+def training_examples(
+    split: SplitData, features: FeatureSet, tables: FeatureTables, with_ratings: bool = False
+) -> Arrays:
     """One example per training positive, with the history strictly before it.
+
+    With `with_ratings`, one example per training interaction instead, plus its `rating`
+    ([n] float32): the non-positives get `sample_weight` 0, so they train the rating head and
+    serve as in-batch negatives but never as retrieval positives.
 
     Returns:
       Query and candidate inputs plus `candidate_sampling_probability` ([n] float32) and
@@ -65,16 +79,31 @@ def training_examples(split: SplitData, features: FeatureSet, tables: FeatureTab
     train = split.interactions[split.interactions["split"] == TRAIN].reset_index(drop=True)
     length = _history_length(features)
     history_all = history_before_each(train, length) if length else None
-    keep = train["positive"].to_numpy()
+    keep = np.ones(len(train), bool) if with_ratings else train["positive"].to_numpy()
     rows = train[keep]
     history = history_all[keep] if history_all is not None else None
-    probability = item_sampling_probability(split)
-    return {
+    probability = item_sampling_probability(split, positives_only=not with_ratings)
+    weight = rows["weight"].to_numpy(dtype=np.float32) * rows["positive"].to_numpy()
+    arrays = {
         **query_inputs(features, tables, rows["user_id"].to_numpy(), history),
         **candidate_inputs(features, tables, rows["item_id"].to_numpy()),
         SAMPLING_PROBABILITY: probability.reindex(rows["item_id"]).to_numpy(dtype=np.float32),
-        WEIGHT: rows["weight"].to_numpy(dtype=np.float32),
+        WEIGHT: weight.astype(np.float32),
     }
+    if with_ratings:
+        arrays[RATING] = _ratings(rows)
+    return arrays
+
+
+def _ratings(rows: pd.DataFrame) -> np.ndarray:
+    ratings = rows["rating"].to_numpy(dtype=np.float32)
+    missing = int(np.isnan(ratings).sum())
+    if missing:
+        raise ConfigError(
+            f"rating_weight > 0 trains a rating head, but {missing} of {len(ratings)} training "
+            "interactions have no rating; map a rating column or set rating_weight to 0"
+        )
+    return ratings
 
 
 def snapshot_queries(

@@ -50,12 +50,48 @@ class HistoryEmbedding(FeatureEmbedding):
     """Embeds a user's recent items, most recent last.
 
     Input: `[batch, H]` item ids, left-padded with "".
-    Output: `[batch, 2 * dim]`: the mean of all history items concatenated with the most recent
-    item's embedding, so both long-term taste and the latest intent reach the tower.
+    Output: `[batch, 2 * dim]`: a pooled summary of the history concatenated with the most
+    recent item's embedding, so both long-term taste and the latest intent reach the tower.
+    The summary depends on `pooling`:
+      - `mean`: the mean of the non-padding items.
+      - `attention`: a softmax-weighted mean, each item's weight learned from its embedding and
+        its position counted from the most recent (recency).
+      - `gru`: the final state of a GRU (`dim` units) run over the items oldest first.
+    An all-padding history gives zeros.
     """
+
+    def __init__(self, spec: FeatureSpec, oov_buckets: int = 1, pooling: str = "mean", **kwargs):
+        super().__init__(spec, oov_buckets, **kwargs)
+        if pooling not in HISTORY_POOLINGS:
+            raise ValueError(f"pooling must be one of {HISTORY_POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
+        if pooling == "attention":
+            self.item_score = tf.keras.layers.Dense(1, use_bias=False, name="item_score")
+            self.position_score = self.add_weight(
+                name="position_score", shape=(spec.max_values,), initializer="zeros"
+            )
+        elif pooling == "gru":
+            self.gru = tf.keras.layers.GRU(spec.embedding_dim, name="gru")
 
     def call(self, values: tf.Tensor) -> tf.Tensor:
         embedded = self.embedding(self.lookup(values))
-        mean = _masked_mean(embedded, tf.not_equal(values, _PAD))
-        last = embedded[:, -1, :] * tf.cast(tf.not_equal(values[:, -1:], _PAD), embedded.dtype)
-        return tf.concat([mean, last], axis=1)
+        mask = tf.not_equal(values, _PAD)
+        if self.pooling == "attention":
+            summary = self._attend(embedded, mask)
+        elif self.pooling == "gru":
+            summary = self.gru(embedded, mask=mask)
+            summary *= tf.cast(tf.reduce_any(mask, axis=1, keepdims=True), summary.dtype)
+        else:
+            summary = _masked_mean(embedded, mask)
+        last = embedded[:, -1, :] * tf.cast(mask[:, -1:], embedded.dtype)
+        return tf.concat([summary, last], axis=1)
+
+    def _attend(self, embedded: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        """Softmax over valid positions of content score + position score: `[batch, dim]`."""
+        scores = tf.squeeze(self.item_score(embedded), axis=2) + self.position_score[None, :]
+        scores = tf.where(mask, scores, tf.fill(tf.shape(scores), -1e9))
+        weights = tf.nn.softmax(scores, axis=1) * tf.cast(mask, scores.dtype)
+        return tf.reduce_sum(embedded * weights[:, :, None], axis=1)
+
+
+HISTORY_POOLINGS = ("mean", "attention", "gru")
