@@ -43,10 +43,18 @@ def test_benchmark_ranks_every_variant_and_baseline(tmp_path):
             dataclasses.replace(quality.TUTORIAL_TRAIN, epochs=2),
         ),
     )
-    report, timings = quality.run_quality_benchmark(data, DataConfig(dataset="synthetic"), variants)
+    report, timings = quality.run_quality_benchmark(
+        data,
+        DataConfig(dataset="synthetic"),
+        variants,
+        export_dir=tmp_path,
+        index_kind="brute-force",
+    )
 
+    served = quality.exported_name("two_tower", "brute-force")
     assert set(report.results) == {
         "two_tower",
+        served,
         "tfrs_tutorial",
         "random",
         "popularity",
@@ -57,7 +65,13 @@ def test_benchmark_ranks_every_variant_and_baseline(tmp_path):
     assert timings["tfrs_tutorial"]["epochs"] == 2
     assert all(0.0 <= r["recall@10"] <= 1.0 for r in report.results.values())
     markdown = quality.quality_markdown(report, timings)
-    assert markdown.count("\n| ") == 1 + 6  # header + one row per model
+    assert markdown.count("\n| ") == 1 + 7  # header + one row per model
+    # The exported model ranks through serving_default exactly as the trained one does.
+    assert report.results[served] == pytest.approx(report.results["two_tower"], abs=1e-9)
+    target = quality.target_markdown(report, served)
+    ratio = report.results[served]["recall@10"] / report.results["ease"]["recall@10"]
+    assert f"| ease | 1.0x | {ratio:.3f}x |" in target
+    assert target.count("| yes |") + target.count("| no |") == 2
     chart = quality.quality_chart(report, tmp_path / "quality.png")
     if chart is not None:  # matplotlib is a dev dependency
         assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

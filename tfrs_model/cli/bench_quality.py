@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from tfrs_model.cli._common import add_data_arguments, cache_dir, data_config
@@ -19,6 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_arguments(parser)
     parser.add_argument("--epochs", type=int, help="max epochs of the project model")
     parser.add_argument("--out-name", default="quality", help="results file name (no path)")
+    parser.add_argument(
+        "--index",
+        choices=("scann", "brute-force"),
+        default="scann",
+        help="index of the export the project model is also ranked through (default scann)",
+    )
     parser.add_argument(
         "--ablation",
         action="store_true",
@@ -43,11 +50,16 @@ def run(args: argparse.Namespace) -> int:
     data = load_data(config, cache_dir(), environ=os.environ)
     if args.ablation:
         return _ablation(args, data, config)
-    report, timings = quality.run_quality_benchmark(
-        data, config, quality.default_variants(args.epochs)
-    )
-    cold = quality.run_cold_start(data, config, quality.default_variants(args.epochs)[0])
+    variants = quality.default_variants(args.epochs)
+    with tempfile.TemporaryDirectory(prefix="twotower-bench-quality-") as workdir:
+        report, timings = quality.run_quality_benchmark(
+            data, config, variants, export_dir=Path(workdir), index_kind=args.index
+        )
+    cold = quality.run_cold_start(data, config, variants[0])
     markdown = quality.quality_markdown(report, timings)
+    markdown += "\n" + quality.target_markdown(
+        report, quality.exported_name(variants[0].name, args.index)
+    )
     chart = quality.quality_chart(report, CHART_PATH.with_name(f"{args.out_name}.png"))
     if chart is not None:
         markdown += f"\n![Recall@10 and NDCG@10 per model](../{chart})\n"
