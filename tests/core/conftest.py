@@ -74,6 +74,44 @@ def tiny_config():
     return _tiny_config
 
 
+def _tiny_retrieval_model(users, items, seed: int, **model: object):
+    """A built id-only `TwoTowerModel` with 4-d embeddings over the given vocabularies."""
+    import tensorflow as tf
+
+    from tfrs_model.features.spec import CANDIDATE, ITEM_ID, QUERY, USER_ID, FeatureSet, FeatureSpec
+    from tfrs_model.model import TwoTowerModel
+    from tfrs_model.run import build_towers
+
+    features = FeatureSet(
+        (
+            FeatureSpec(USER_ID, QUERY, tuple(users), 0, 4),
+            FeatureSpec(ITEM_ID, CANDIDATE, tuple(items), 0, 4),
+        )
+    )
+    config = ModelConfig(
+        **{
+            "embedding_dim": 4,
+            "id_embedding_dim": 4,
+            "hidden_layers": (),
+            "use_user_features": False,
+            "use_item_features": False,
+            "use_history": False,
+            "id_dropout": 0.0,
+            **model,
+        }
+    )
+    tf.keras.utils.set_random_seed(seed)
+    built = TwoTowerModel(features, config)
+    build_towers(built)
+    return built
+
+
+@pytest.fixture(scope="session")
+def tiny_retrieval_model():
+    """`tiny_retrieval_model(users, items, seed, **model_config)`: a small built id-only model."""
+    return _tiny_retrieval_model
+
+
 @pytest.fixture(scope="session")
 def synthetic() -> InteractionData:
     return make_synthetic(**SYNTHETIC_SHAPE)

@@ -15,9 +15,8 @@ from tfrs_model.features.negatives import (
     attach_negatives,
     negatives_dataset,
 )
-from tfrs_model.features.spec import CANDIDATE, ITEM_ID, QUERY, USER_ID, FeatureSet, FeatureSpec
-from tfrs_model.model import TwoTowerModel, _mixed_sampling_probability
-from tfrs_model.run import build_towers
+from tfrs_model.features.spec import ITEM_ID, USER_ID
+from tfrs_model.model import _mixed_sampling_probability
 
 ITEMS = np.array(["a", "b", "c", "d", "e", "f"], dtype=object)
 SHARES = np.array([0.4, 0.3, 0.1, 0.1, 0.1, 0.0])
@@ -59,27 +58,9 @@ def test_mixed_sampling_probability_counts_both_samples():
     np.testing.assert_allclose(probability.numpy(), [2.25, 1.25, 0.25])
 
 
-def _tiny_model(**model: object) -> TwoTowerModel:
-    features = FeatureSet(
-        (
-            FeatureSpec(USER_ID, QUERY, ("u1", "u2", "u3"), 0, 4),
-            FeatureSpec(ITEM_ID, CANDIDATE, tuple(ITEMS), 0, 4),
-        )
-    )
-    config = ModelConfig(
-        embedding_dim=4,
-        id_embedding_dim=4,
-        hidden_layers=(),
-        use_user_features=False,
-        use_item_features=False,
-        use_history=False,
-        id_dropout=0.0,
-        **model,
-    )
-    tf.keras.utils.set_random_seed(3)
-    model = TwoTowerModel(features, config)
-    build_towers(model)
-    return model
+@pytest.fixture
+def tiny_model(tiny_retrieval_model):
+    return lambda **model: tiny_retrieval_model(("u1", "u2", "u3"), ITEMS, 3, **model)
 
 
 def _batch(with_negatives: bool) -> dict:
@@ -94,8 +75,8 @@ def _batch(with_negatives: bool) -> dict:
     return batch
 
 
-def test_whole_catalog_negatives_give_a_full_softmax_by_hand():
-    model = _tiny_model(logq_correction=False, temperature=0.5)
+def test_whole_catalog_negatives_give_a_full_softmax_by_hand(tiny_model):
+    model = tiny_model(logq_correction=False, temperature=0.5)
     batch = _batch(with_negatives=True)
     loss = model.compute_loss(batch, training=True).numpy()
 
@@ -114,15 +95,15 @@ def test_whole_catalog_negatives_give_a_full_softmax_by_hand():
     assert loss == pytest.approx(expected, rel=1e-5)
 
 
-def test_logq_strength_zero_is_no_correction_and_one_is_the_plain_correction():
+def test_logq_strength_zero_is_no_correction_and_one_is_the_plain_correction(tiny_model):
     batch = _batch(with_negatives=False)
-    off = _tiny_model(logq_correction=False).compute_loss(batch, training=False)
-    zero = _tiny_model(logq_strength=0.0).compute_loss(batch, training=False)
+    off = tiny_model(logq_correction=False).compute_loss(batch, training=False)
+    zero = tiny_model(logq_strength=0.0).compute_loss(batch, training=False)
     assert zero.numpy() == pytest.approx(off.numpy(), rel=1e-6)
     # Strength 2 subtracts 2 log p: the same as the plain correction with probabilities p^2.
-    double = _tiny_model(logq_strength=2.0).compute_loss(batch, training=False)
+    double = tiny_model(logq_strength=2.0).compute_loss(batch, training=False)
     squared = dict(batch, **{SAMPLING_PROBABILITY: batch[SAMPLING_PROBABILITY] ** 2})
-    plain = _tiny_model(logq_strength=1.0).compute_loss(squared, training=False)
+    plain = tiny_model(logq_strength=1.0).compute_loss(squared, training=False)
     assert double.numpy() == pytest.approx(plain.numpy(), rel=1e-5)
 
 

@@ -12,12 +12,10 @@ from tfrs_model.data.schema import build_dataset
 from tfrs_model.data.splits import TRAIN, assign_splits
 from tfrs_model.errors import ConfigError
 from tfrs_model.features.examples import RATING, SAMPLING_PROBABILITY, WEIGHT, training_examples
-from tfrs_model.features.spec import CANDIDATE, ITEM_ID, QUERY, USER_ID, FeatureSet, FeatureSpec
+from tfrs_model.features.spec import ITEM_ID, USER_ID
 from tfrs_model.features.tables import FeatureTables
 from tfrs_model.features.vocabulary import build_feature_set
 from tfrs_model.layers import RatingHead
-from tfrs_model.model import TwoTowerModel
-from tfrs_model.run import build_towers
 
 
 def _rated_split(ratings: list[float | None]):
@@ -60,31 +58,7 @@ def test_unrated_interactions_are_refused_naming_the_fix():
         training_examples(split, features, FeatureTables(split.data), with_ratings=True)
 
 
-def _tiny_model(rating_weight: float) -> TwoTowerModel:
-    features = FeatureSet(
-        (
-            FeatureSpec(USER_ID, QUERY, ("u1", "u2"), 0, 4),
-            FeatureSpec(ITEM_ID, CANDIDATE, ("a", "b", "c"), 0, 4),
-        )
-    )
-    config = ModelConfig(
-        embedding_dim=4,
-        id_embedding_dim=4,
-        hidden_layers=(),
-        use_user_features=False,
-        use_item_features=False,
-        use_history=False,
-        id_dropout=0.0,
-        logq_correction=False,
-        rating_weight=rating_weight,
-    )
-    tf.keras.utils.set_random_seed(5)
-    model = TwoTowerModel(features, config)
-    build_towers(model)
-    return model
-
-
-def test_the_loss_adds_the_weighted_mean_squared_rating_error():
+def test_the_loss_adds_the_weighted_mean_squared_rating_error(tiny_retrieval_model):
     batch = {
         USER_ID: tf.constant(["u1", "u2", "u1"]),
         ITEM_ID: tf.constant(["a", "b", "c"]),
@@ -92,8 +66,14 @@ def test_the_loss_adds_the_weighted_mean_squared_rating_error():
         WEIGHT: tf.constant([1.0, 1.0, 0.0]),
         RATING: tf.constant([5.0, 4.0, 1.0]),
     }
-    retrieval_only = _tiny_model(0.0).compute_loss(batch).numpy()
-    model = _tiny_model(0.5)
+
+    def tiny_model(rating_weight: float):
+        return tiny_retrieval_model(
+            ("u1", "u2"), ("a", "b", "c"), 5, logq_correction=False, rating_weight=rating_weight
+        )
+
+    retrieval_only = tiny_model(0.0).compute_loss(batch).numpy()
+    model = tiny_model(0.5)
     combined = model.compute_loss(batch).numpy()
 
     # Same seed, towers built first: the retrieval part is unchanged by adding the head.
