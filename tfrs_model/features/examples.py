@@ -33,9 +33,8 @@ def item_sampling_probability(split: SplitData, positives_only: bool = True) -> 
     The rows are the training positives, or every training interaction when the batches
     carry them all (`positives_only=False`, for the rating head).
     """
-    rows = split.positives(TRAIN) if positives_only else split.interactions
-    if not positives_only:
-        rows = rows[rows["split"] == TRAIN]
+    frame = split.interactions
+    rows = split.positives(TRAIN) if positives_only else frame[frame["split"] == TRAIN]
     counts = rows["item_id"].value_counts()
     return counts / counts.sum()
 
