@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+from export import contract
+from tfrs_model.errors import ExportError
 from tfrs_model.run import Run
 
 _PACKAGES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "scann", "numpy", "twotower")
@@ -68,3 +71,15 @@ def model_card(
         "packages": package_versions(),
         "git_commit": git_commit(),
     }
+
+
+def read_model_card(version_dir: Path) -> dict[str, Any]:
+    """The model card of an exported version (written by `model_card` at export).
+
+    Raises:
+      ExportError: the version has no model card, so it was not written by `twotower export`.
+    """
+    path = Path(version_dir) / contract.ASSETS_EXTRA / contract.MODEL_CARD_FILE
+    if not path.is_file():
+        raise ExportError(f"{path} is missing; was {version_dir} written by `twotower export`?")
+    return json.loads(path.read_text())

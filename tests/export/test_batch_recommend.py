@@ -134,7 +134,7 @@ def test_output_must_be_parquet_or_csv(version_dir, tmp_path):
 
 
 def test_cli(version_dir, tmp_path, capsys):
-    from tfrs_model.cli import main
+    from twotower.cli import main
 
     out = tmp_path / "cli.csv"
     code = main(

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from benchmarks.index import recall_at_k, synthetic_catalog
 from export.index import (
     BRUTE_FORCE,
     INT_PAD,
@@ -16,7 +17,6 @@ from export.index import (
     resolved_parameters,
     retrieve,
 )
-from export.index_bench import recall_at_k, synthetic_catalog
 from export.loading import load_saved_model
 from tfrs_model.errors import ConfigError, DataError
 

@@ -20,6 +20,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from export import contract
+from export.evaluation import evaluate_saved_model
 from export.index import BRUTE_FORCE, SCANN, IndexConfig
 from export.savedmodel import ExportConfig, existing_versions, export_run, next_version
 from export.verify import VerificationError, check_ops, graph_ops
@@ -27,7 +28,7 @@ from tfrs_model.config import RunConfig
 from tfrs_model.data.splits import TEST
 from tfrs_model.errors import ExportError
 from tfrs_model.evaluation.protocol import build_eval_set, top_k_excluding
-from tfrs_model.evaluation.service import evaluate_run_dir, evaluate_saved_model
+from tfrs_model.evaluation.service import evaluate_run_dir
 from tfrs_model.evaluation.two_tower import TwoTowerRanker
 
 KINDS = (BRUTE_FORCE, SCANN)

@@ -6,38 +6,29 @@ answers, so expected values are written by hand:
     (`similar_items` -> "u-sim0", ...; `recommend` replaces excluded items by the padding id);
   embeddings: id -> [len(id), 0.5]; titles: id -> "Title id" ("" for the padding id).
 Switches make it fail: `unavailable_first` (UNAVAILABLE for the first N calls), `abort_with`
-(any status, for Predict calls), `delay_s` (sleep before answering). test_loadtest.py and test_query_cli.py import
-`serve` from here.
+(any status, for Predict calls), `delay_s` (sleep before answering); see tests/fixtures/fake_serving.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import ipaddress
 import random
 import shutil
 import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.framework import tensor_shape_pb2, types_pb2
-from tensorflow.core.protobuf import meta_graph_pb2
+from fixtures.fake_serving import MODEL, VERSION, FakeServing, K, serve
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_pb2,
-    model_service_pb2_grpc,
     predict_pb2,
-    prediction_service_pb2_grpc,
 )
 
 from export import contract
@@ -64,202 +55,6 @@ from serving.results import (
     VersionStatus,
 )
 from tfrs_model.errors import ConfigError, TwoTowerError
-
-MODEL = "twotower"
-VERSION = 2
-K = 3
-
-_STRING, _FLOAT = types_pb2.DT_STRING, types_pb2.DT_FLOAT
-# name -> (inputs, outputs), each key -> (dtype, shape); -1 is an unknown dimension.
-_SIGNATURES = {
-    contract.SERVING_DEFAULT: (
-        {contract.USER_ID: (_STRING, [-1])},
-        {contract.ITEM_IDS: (_STRING, [-1, K]), contract.SCORES: (_FLOAT, [-1, K])},
-    ),
-    contract.RECOMMEND: (
-        {
-            contract.USER_ID: (_STRING, [-1]),
-            contract.HISTORY: (_STRING, [-1, -1]),
-            "occupation": (_STRING, [-1]),  # a user feature
-            contract.EXCLUDE: (_STRING, [-1, -1]),
-        },
-        {contract.ITEM_IDS: (_STRING, [-1, K]), contract.SCORES: (_FLOAT, [-1, K])},
-    ),
-    contract.SIMILAR_ITEMS: (
-        {contract.ITEM_ID: (_STRING, [-1])},
-        {contract.ITEM_IDS: (_STRING, [-1, K]), contract.SCORES: (_FLOAT, [-1, K])},
-    ),
-    contract.QUERY_EMBEDDING: (
-        {contract.USER_ID: (_STRING, [-1])},
-        {contract.EMBEDDING: (_FLOAT, [-1, 2])},
-    ),
-    contract.CANDIDATE_EMBEDDING: (
-        {contract.ITEM_ID: (_STRING, [-1])},
-        {contract.EMBEDDING: (_FLOAT, [-1, 2])},
-    ),
-    contract.ITEM_TITLES: (
-        {contract.ITEM_IDS: (_STRING, [-1, -1])},
-        {contract.TITLES: (_STRING, [-1, -1])},
-    ),
-}
-
-
-def _ranked(ids: np.ndarray, suffix: str = "") -> dict[str, np.ndarray]:
-    items = [[f"{u.decode()}-{suffix}{j}".encode() for j in range(K)] for u in ids]
-    scores = np.tile(np.array([1.0, 0.75, 0.5], np.float32), (len(ids), 1))
-    return {contract.ITEM_IDS: np.array(items, dtype=object), contract.SCORES: scores}
-
-
-def _recommend(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    outputs = _ranked(inputs[contract.USER_ID])
-    excluded = np.isin(outputs[contract.ITEM_IDS], inputs[contract.EXCLUDE]) & np.array(
-        [[x != b"" for x in row] for row in outputs[contract.ITEM_IDS]]
-    )
-    outputs[contract.ITEM_IDS][excluded] = contract.PAD.encode()
-    outputs[contract.SCORES][excluded] = 0.0
-    return outputs
-
-
-def _embedding(ids: np.ndarray) -> dict[str, np.ndarray]:
-    return {contract.EMBEDDING: np.array([[len(u), 0.5] for u in ids], np.float32)}
-
-
-def _titles(ids: np.ndarray) -> dict[str, np.ndarray]:
-    title = np.vectorize(lambda u: f"Title {u.decode()}".encode() if u else b"", otypes=[object])
-    return {contract.TITLES: title(ids)}
-
-
-_OUTPUTS = {
-    contract.SERVING_DEFAULT: lambda x: _ranked(x[contract.USER_ID]),
-    contract.RECOMMEND: _recommend,
-    contract.SIMILAR_ITEMS: lambda x: _ranked(x[contract.ITEM_ID], "sim"),
-    contract.QUERY_EMBEDDING: lambda x: _embedding(x[contract.USER_ID]),
-    contract.CANDIDATE_EMBEDDING: lambda x: _embedding(x[contract.ITEM_ID]),
-    contract.ITEM_TITLES: lambda x: _titles(x[contract.ITEM_IDS]),
-}
-
-
-def _signature_def_map(names: list[str]) -> get_model_metadata_pb2.SignatureDefMap:
-    def info(dtype: int, shape: list[int]) -> meta_graph_pb2.TensorInfo:
-        dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in shape]
-        return meta_graph_pb2.TensorInfo(
-            name="graph_tensor:0",
-            dtype=dtype,
-            tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=dims),
-        )
-
-    signature_map = get_model_metadata_pb2.SignatureDefMap()
-    for name in names:
-        inputs, outputs = _SIGNATURES[name]
-        signature_map.signature_def[name].CopyFrom(
-            meta_graph_pb2.SignatureDef(
-                method_name="tensorflow/serving/predict",
-                inputs={k: info(*v) for k, v in inputs.items()},
-                outputs={k: info(*v) for k, v in outputs.items()},
-            )
-        )
-    signature_map.signature_def["__saved_model_init_op"].CopyFrom(meta_graph_pb2.SignatureDef())
-    return signature_map
-
-
-class FakeServing(
-    prediction_service_pb2_grpc.PredictionServiceServicer,
-    model_service_pb2_grpc.ModelServiceServicer,
-):
-    """A deterministic stand-in for TF Serving; see the module docstring."""
-
-    def __init__(self) -> None:
-        self.requests: list[object] = []
-        self.unavailable_first = 0
-        self.abort_with: tuple[grpc.StatusCode, str] | None = None
-        self.delay_s = 0.0
-        self.with_titles = True
-        self.target = ""
-        self._lock = threading.Lock()
-
-    @property
-    def predictions(self) -> list[predict_pb2.PredictRequest]:
-        """The Predict requests received, in order."""
-        return [r for r in self.requests if isinstance(r, predict_pb2.PredictRequest)]
-
-    def _admit(self, request, context: grpc.ServicerContext) -> None:
-        with self._lock:
-            self.requests.append(request)
-            unavailable = self.unavailable_first > 0
-            self.unavailable_first -= unavailable
-        if unavailable:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "model server is warming up")
-        if self.abort_with is not None and isinstance(request, predict_pb2.PredictRequest):
-            context.abort(*self.abort_with)
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        if request.model_spec.name != MODEL:
-            context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"Servable not found for request: Latest({request.model_spec.name})",
-            )
-
-    def Predict(self, request, context):
-        self._admit(request, context)
-        signature = request.model_spec.signature_name or contract.SERVING_DEFAULT
-        inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
-        outputs = _OUTPUTS[signature](inputs)
-        if request.output_filter:
-            unknown = set(request.output_filter) - outputs.keys()
-            if unknown:  # as TF Serving answers
-                context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"output tensor alias not found: {unknown}"
-                )
-            outputs = {key: outputs[key] for key in request.output_filter}
-        response = predict_pb2.PredictResponse(
-            model_spec=model_pb2.ModelSpec(name=MODEL, signature_name=signature)
-        )
-        response.model_spec.version.value = VERSION
-        for key, value in outputs.items():
-            response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
-        return response
-
-    def GetModelMetadata(self, request, context):
-        self._admit(request, context)
-        names = [n for n in _SIGNATURES if self.with_titles or n != contract.ITEM_TITLES]
-        response = get_model_metadata_pb2.GetModelMetadataResponse(
-            model_spec=model_pb2.ModelSpec(name=MODEL)
-        )
-        response.model_spec.version.value = VERSION
-        response.metadata["signature_def"].Pack(_signature_def_map(names))
-        return response
-
-    def GetModelStatus(self, request, context):
-        self._admit(request, context)
-        state = get_model_status_pb2.ModelVersionStatus.State
-        response = get_model_status_pb2.GetModelStatusResponse()
-        for version, version_state in ((3, state.LOADING), (2, state.AVAILABLE), (1, state.END)):
-            response.model_version_status.add(version=version, state=version_state)
-        response.model_version_status[2].status.error_code = 3  # INVALID_ARGUMENT
-        response.model_version_status[2].status.error_message = "bad saved_model.pb"
-        return response
-
-
-@contextlib.contextmanager
-def serve(
-    fake: FakeServing | None = None, credentials: grpc.ServerCredentials | None = None
-) -> Iterator[FakeServing]:
-    """Runs `fake` on 127.0.0.1 on a free port; `fake.target` is its address."""
-    fake = fake or FakeServing()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(fake, server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(fake, server)
-    address = "127.0.0.1:0"
-    if credentials is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, credentials)
-    server.start()
-    fake.target = f"127.0.0.1:{port}"
-    try:
-        yield fake
-    finally:
-        server.stop(grace=None)
 
 
 class _Sleeps(list):

@@ -15,8 +15,8 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving import launcher
 from serving.config import ServingConfig, VersionPolicy
-from tfrs_model.cli import serve as serve_cli
 from tfrs_model.errors import ConfigError
+from twotower.commands import serve as serve_cli
 
 
 def _config(tmp_path: Path, **overrides) -> ServingConfig:

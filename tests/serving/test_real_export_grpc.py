@@ -22,7 +22,7 @@ from export.index import BRUTE_FORCE
 from serving.client import ClientConfig, TwoTowerClient
 from serving.config import ServingConfig
 from serving.server import EmbeddedServer
-from tfrs_model.cli import main
+from twotower.cli import main
 
 pytestmark = pytest.mark.integration
 

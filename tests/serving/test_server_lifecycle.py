@@ -246,7 +246,7 @@ def test_sigterm_drains_the_cli_server_and_exits_zero(tmp_path, tiny, write_vers
     write_version(base, 1)
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     command = [
-        sys.executable, "-m", "tfrs_model.cli", "serve", "--embedded",
+        sys.executable, "-m", "twotower", "serve", "--embedded",
         "--model-base-path", str(base), "--model-name", tiny.model_name,
         "--port", "0", "--rest-api-port", "0", "--drain-grace", "10",
     ]  # fmt: skip

@@ -9,11 +9,9 @@ from collections.abc import Iterator
 import grpc
 import pytest
 import tensorflow as tf
-from test_client import FakeServing, serve
+from fixtures.fake_serving import FakeServing, serve
 
-from export import contract
-from serving.client import ClientConfig, ServingError
-from serving.loadtest import (
+from benchmarks.serve import (
     LatencySummary,
     LoadTestConfig,
     LoadTestResult,
@@ -24,9 +22,11 @@ from serving.loadtest import (
     run_load_test,
     summarize,
 )
+from export import contract
+from serving.client import ClientConfig, ServingError
 from serving.results import SignatureDescription, TensorDescription
-from tfrs_model.cli import main
 from tfrs_model.errors import ConfigError
+from twotower.cli import main
 
 _IDS = tuple(str(n) for n in range(1, 11))
 

@@ -11,6 +11,6 @@ _BENCHMARKS = ("bench_index", "bench_serve", "bench_quality")
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("bench", help="run a benchmark and record its numbers")
     benches = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
-    from tfrs_model.cli import register_modules
+    from twotower.cli import register_modules
 
     register_modules(benches, _BENCHMARKS)

@@ -30,6 +30,7 @@ import grpc
 import numpy as np
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from benchmarks.report import markdown_table
 from export import contract
 from serving.client import (
     ClientConfig,
@@ -43,7 +44,6 @@ from serving.client import (
     string_array,
 )
 from serving.results import SignatureDescription, TensorDescription
-from tfrs_model.benchreport import markdown_table
 from tfrs_model.errors import ConfigError
 
 MODES = ("threads", "aio")

@@ -3,11 +3,8 @@ model serves them from features only."""
 
 from __future__ import annotations
 
-import pytest
-
-from tfrs_model.data.splits import TEST, assign_splits
-from tfrs_model.data.synthetic import make_synthetic
-from tfrs_model.evaluation import cold_start, quality
+from tfrs_model.data.splits import TEST
+from tfrs_model.evaluation import cold_start
 
 # Users a, b, c over items i1..i5. Test positives: a -> i3, b -> i1, c -> i3 and i5.
 ROWS = [
@@ -59,22 +56,3 @@ def test_cold_items_form_the_catalog_and_relevant_rows_are_renumbered(split_data
         wanted = sorted(catalog.index(i) for i in expected[user] if i in cold)
         assert sorted(relevant) == wanted and wanted
     assert all(len(e) == 0 for e in eval_set.excluded)
-
-
-@pytest.mark.slow
-def test_features_carry_cold_users_and_items_on_planted_clusters(tiny_config):
-    # Occupation names a user's preferred cluster and genre an item's cluster, so features alone
-    # should beat popularity for unseen users and chance for unseen items.
-    data = make_synthetic(num_users=200, num_items=100, interactions_per_user=20, seed=0)
-    config = tiny_config(epochs=4)
-    variant = quality.Variant("two_tower", config.model, config.train)
-    users, items = quality.run_cold_start(data, config.data, variant, fraction=0.2)
-    assert (users.kind, items.kind) == ("users", "items")
-    split = assign_splits(data, config.data)
-    assert users.held_out == round(0.2 * split.positives(TEST)["user_id"].nunique())
-    assert users.evaluated_users == users.held_out
-    assert users.results["two_tower"]["recall@10"] > users.results["popularity"]["recall@10"] + 0.2
-    assert items.candidates == items.held_out
-    assert items.results["two_tower"]["ndcg@10"] > items.results["random"]["ndcg@10"] + 0.1
-    markdown = quality.cold_start_markdown([users, items])
-    assert markdown.count("| users |") == 2 and markdown.count("| items |") == 3

@@ -1,6 +1,6 @@
 """`twotower train --strategy multi-worker`: two worker processes on loopback train one model.
 
-Two `python -m tfrs_model.cli train` processes get a TF_CONFIG each (the cluster is two
+Two `python -m twotower train` processes get a TF_CONFIG each (the cluster is two
 127.0.0.1 ports, as docker/entrypoint-train.sh builds it from pod names) and train with
 MultiWorkerMirroredStrategy; a third process trains the same configuration with the default
 strategy. All three read the same synthetic data, written in the MovieLens-100K layout.
@@ -64,7 +64,7 @@ def _start_train(args: list[str], out: Path, tf_config: dict | None) -> subproce
     """
     with Path(f"{out}.log").open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "tfrs_model.cli", "train", *args, "--out", str(out)],
+            [sys.executable, "-m", "twotower", "train", *args, "--out", str(out)],
             env=_environment(tf_config),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -15,11 +15,11 @@ import pytest
 import tensorflow as tf
 
 from export import contract
+from export.evaluation import evaluate_saved_model
 from export.index import BRUTE_FORCE, SCANN, IndexConfig
 from export.loading import load_saved_model
-from tfrs_model.cli import main
 from tfrs_model.errors import ExportError
-from tfrs_model.evaluation.service import evaluate_saved_model
+from twotower.cli import main
 
 pytestmark = pytest.mark.integration
 

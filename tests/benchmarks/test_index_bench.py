@@ -1,4 +1,4 @@
-"""Tests for export.index_bench and `twotower bench index`: metrics, catalogs, a tiny run."""
+"""Tests for benchmarks.index and `twotower bench index`: metrics, catalogs, a tiny run."""
 
 import argparse
 import json
@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from export.index_bench import (
+from benchmarks.index import (
     exact_top_k,
     percentiles,
     recall_at_k,
@@ -16,8 +16,8 @@ from export.index_bench import (
     run_index_benchmark,
     synthetic_catalog,
 )
-from tfrs_model.benchreport import record
-from tfrs_model.cli import bench_index
+from benchmarks.report import record
+from twotower.commands import bench_index
 
 
 def test_recall_at_k_known_answers():
@@ -111,7 +111,7 @@ def test_cli_registers_index_benchmark():
 
 def test_cli_runs_and_records_in_the_working_directory(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    from tfrs_model.cli import main
+    from twotower.cli import main
 
     code = main(["bench", "index", "--items", "1000", "--dim", "8", "--queries", "30"])
     assert code == 0
@@ -122,7 +122,7 @@ def test_cli_runs_and_records_in_the_working_directory(tmp_path, monkeypatch, ca
 
 def test_cli_rejects_an_out_name_that_is_a_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    from tfrs_model.cli import main
+    from twotower.cli import main
 
     assert main(["bench", "index", "--items", "100", "--out-name", "/tmp/x"]) == 2
     assert not (tmp_path / "docs").exists()

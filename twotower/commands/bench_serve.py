@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 
 from export import contract
-from tfrs_model.cli.query import add_server_arguments, client_config
 from tfrs_model.errors import ConfigError
+from twotower.commands.query import add_server_arguments, client_config
 
 # Threads: on 2 cores neither mode saturated a loopback server consistently better (see
 # serving/loadtest.py), and threads cost a little less client CPU per request.
@@ -86,8 +86,8 @@ def read_ids(user_ids_file: Path | None, users: int) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from serving.loadtest import LoadTestConfig, run_benchmark
-    from tfrs_model.benchreport import record
+    from benchmarks.report import record
+    from benchmarks.serve import LoadTestConfig, run_benchmark
 
     if not _LABEL.fullmatch(args.label):
         raise ConfigError(f"--label {args.label!r}: use letters, digits, '_', '.' and '-'")

@@ -68,9 +68,9 @@ def run_demo(config: DemoConfig) -> int:
     from serving.client import ClientConfig, QueryRequest, run_query
     from serving.config import ServingConfig
     from serving.server import EmbeddedServer
-    from tfrs_model.cli.query import format_table
     from tfrs_model.evaluation.evaluate import markdown_report
     from tfrs_model.evaluation.service import evaluate_run_dir
+    from twotower.commands.query import format_table
 
     _banner("1/5 train on MovieLens 100K")
     _train_if_needed(config)

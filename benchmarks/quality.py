@@ -145,8 +145,8 @@ def _train_and_export(
     The export is what production serves (`twotower train` then `twotower export`), so the
     second row is the number the quality target is about; the first shows they agree.
     """
+    from export.evaluation import SavedModelRanker
     from export.index import IndexConfig
-    from export.ranker import SavedModelRanker
     from export.savedmodel import ExportConfig, export_run
     from tfrs_model.run import Run
     from tfrs_model.training import train

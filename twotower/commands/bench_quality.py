@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from tfrs_model.cli._common import add_data_arguments, cache_dir, data_config
+from twotower.arguments import add_data_arguments, cache_dir, data_config
 
 CHART_PATH = Path("benchmarks/results/quality.png")
 
@@ -42,9 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tfrs_model.benchreport import record
+    from benchmarks import quality
+    from benchmarks.report import record
     from tfrs_model.data import load_data
-    from tfrs_model.evaluation import quality
 
     config = data_config(args)
     data = load_data(config, cache_dir(), environ=os.environ)
@@ -72,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ablation(args: argparse.Namespace, data, config) -> int:
-    from tfrs_model.benchreport import record
-    from tfrs_model.evaluation import quality
+    from benchmarks import quality
+    from benchmarks.report import record
 
     base = quality.default_variants(args.epochs)[0]
     rows = quality.run_ablation(data, config, quality.ablation_variants(base), args.seeds)

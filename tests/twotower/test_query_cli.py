@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from test_client import FakeServing, serve
+from fixtures.fake_serving import FakeServing, serve
 
 from serving.results import QueryResult, Recommendation
-from tfrs_model.cli import build_parser, main
-from tfrs_model.cli.query import client_config, format_json, format_table, query_request
+from twotower.cli import build_parser, main
+from twotower.commands.query import client_config, format_json, format_table, query_request
 
 _WITH_TITLES = QueryResult(
     model_name="twotower",

@@ -320,7 +320,7 @@ def _describe(data: dict[str, Any]) -> str:
 
 def render_markdown(result: dict[str, Any]) -> str:
     """The `index` section of docs/benchmarks.md for a `run_index_benchmark` result."""
-    from tfrs_model.benchreport import markdown_table
+    from benchmarks.report import markdown_table
 
     data, k = result["dataset"], result["k"]
     rows = []
@@ -451,7 +451,7 @@ def run_defaults_grid(
 
 def render_grid_markdown(result: dict[str, Any]) -> str:
     """The `index_defaults` section of docs/benchmarks.md for a `run_defaults_grid` result."""
-    from tfrs_model.benchreport import markdown_table
+    from benchmarks.report import markdown_table
 
     rows = []
     for cell in result["cells"]:
@@ -565,7 +565,7 @@ def run_parameter_sweep(
 
 def render_sweep_markdown(result: dict[str, Any]) -> str:
     """The `index_sweep` section: recall@k per leaves fraction (rows) and re-scoring (columns)."""
-    from tfrs_model.benchreport import markdown_table
+    from benchmarks.report import markdown_table
 
     reorderings = sorted({cell["num_reordering_candidates"] for cell in result["cells"]})
     groups: dict[tuple, dict[int, float]] = {}

@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from tfrs_model.cli._common import add_data_arguments, cache_dir, data_config
+from twotower.arguments import add_data_arguments, cache_dir, data_config
 
 # DataConfig fields the data flags can override when evaluating a SavedModel.
 _DATA_FLAGS = ("dataset", "data_dir", "dataset_config", "drop_duplicates")
@@ -27,16 +27,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tfrs_model.evaluation import service
+    from export.evaluation import evaluate_saved_model
     from tfrs_model.evaluation.evaluate import markdown_report
+    from tfrs_model.evaluation.service import evaluate_run_dir
 
     if args.run:
-        report = service.evaluate_run_dir(
-            Path(args.run), args.split, with_baselines=not args.no_baselines
-        )
+        report = evaluate_run_dir(Path(args.run), args.split, with_baselines=not args.no_baselines)
     else:
         overrides = {k: v for k, v in vars(data_config(args)).items() if k in _DATA_FLAGS}
-        report = service.evaluate_saved_model(
+        report = evaluate_saved_model(
             Path(args.saved_model),
             overrides,
             args.split,

@@ -4,9 +4,10 @@ import dataclasses
 
 import pytest
 
+from benchmarks import quality
 from tfrs_model.config import DataConfig, ModelConfig, TrainConfig
+from tfrs_model.data.splits import TEST, assign_splits
 from tfrs_model.data.synthetic import make_synthetic
-from tfrs_model.evaluation import quality
 
 pytestmark = pytest.mark.slow
 
@@ -98,3 +99,22 @@ def test_ablation_moves_one_lever_per_variant_and_reports_each_seed_mean():
     assert all(row["seeds"] == 2 and 0.0 <= row["recall@10"] <= 1.0 for row in rows.values())
     markdown = quality.ablation_markdown(rows, "default")
     assert "| default |" in markdown and "+0.0000 |" in markdown
+
+
+@pytest.mark.slow
+def test_features_carry_cold_users_and_items_on_planted_clusters(tiny_config):
+    # Occupation names a user's preferred cluster and genre an item's cluster, so features alone
+    # should beat popularity for unseen users and chance for unseen items.
+    data = make_synthetic(num_users=200, num_items=100, interactions_per_user=20, seed=0)
+    config = tiny_config(epochs=4)
+    variant = quality.Variant("two_tower", config.model, config.train)
+    users, items = quality.run_cold_start(data, config.data, variant, fraction=0.2)
+    assert (users.kind, items.kind) == ("users", "items")
+    split = assign_splits(data, config.data)
+    assert users.held_out == round(0.2 * split.positives(TEST)["user_id"].nunique())
+    assert users.evaluated_users == users.held_out
+    assert users.results["two_tower"]["recall@10"] > users.results["popularity"]["recall@10"] + 0.2
+    assert items.candidates == items.held_out
+    assert items.results["two_tower"]["ndcg@10"] > items.results["random"]["ndcg@10"] + 0.1
+    markdown = quality.cold_start_markdown([users, items])
+    assert markdown.count("| users |") == 2 and markdown.count("| items |") == 3

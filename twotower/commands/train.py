@@ -6,8 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
-from tfrs_model.cli._common import add_data_arguments, cache_dir, data_config, load_config_file
 from tfrs_model.config import RunConfig, with_overrides
+from twotower.arguments import add_data_arguments, cache_dir, data_config, load_config_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

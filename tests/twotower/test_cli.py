@@ -1,4 +1,4 @@
-"""`twotower train` and `twotower evaluate` through `tfrs_model.cli.main`, on MovieLens-format
+"""`twotower train` and `twotower evaluate` through `twotower.commands.main`, on MovieLens-format
 directories the tests write. Bad inputs exit with status 2, one line on stderr naming the problem,
 and no run directory."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tfrs_model.cli import main
 from tfrs_model.data.synthetic import make_synthetic, write_movielens
+from twotower.cli import main
 
 # Baselines plus the model; each reports these metrics at K = 10, 50 and 100.
 MODELS = {"two_tower", "random", "popularity", "ease", "svd"}

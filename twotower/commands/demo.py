@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tfrs_model.cli._common import cache_dir
+from twotower.arguments import cache_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from serving.demo import DemoConfig, run_demo
+    from twotower.demo import DemoConfig, run_demo
 
     config = DemoConfig(
         data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None,

@@ -58,8 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from export import index_bench
-    from tfrs_model.benchreport import record
+    from benchmarks import index as index_bench
+    from benchmarks.report import record
     from tfrs_model.errors import ConfigError
 
     for flag in ("items", "dim", "queries", "k", "batch_size"):

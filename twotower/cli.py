@@ -20,12 +20,12 @@ _SUBCOMMANDS = ("train", "evaluate", "export", "serve", "query", "recommend", "b
 
 
 def register_modules(subparsers: argparse._SubParsersAction, names: tuple[str, ...]) -> None:
-    """Lets each `tfrs_model.cli.<name>` module add its parser; absent modules are skipped."""
+    """Lets each `twotower.commands.<name>` module add its parser; absent modules are skipped."""
     for name in names:
         try:
-            module = importlib.import_module(f"tfrs_model.cli.{name}")
+            module = importlib.import_module(f"twotower.commands.{name}")
         except ModuleNotFoundError as error:
-            if error.name != f"tfrs_model.cli.{name}":
+            if error.name != f"twotower.commands.{name}":
                 raise
             continue  # a command whose module is not part of this build
         module.register(subparsers)

@@ -1,5 +1,0 @@
-import sys
-
-from tfrs_model.cli import main
-
-sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `twotower` subcommand; each exposes `register(subparsers)`."""
