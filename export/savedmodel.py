@@ -26,6 +26,7 @@ from export import contract
 from export.index import IndexConfig, build_index, resolved_parameters
 from export.model_card import model_card
 from export.signatures import BakedUsers, ServingModule
+from export.specs import signature_specs
 from export.warmup import WarmupRequest, write_warmup_file
 from tfrs_model.data.splits import TEST, SplitData
 from tfrs_model.errors import ExportError
@@ -108,17 +109,6 @@ def bake_users(
     inputs.pop("user_id")
     excluded = [rows.astype(np.int32) for rows in catalog_rows_by_user(known, user_ids, catalog)]
     return BakedUsers(user_ids=user_ids, features=inputs, excluded=excluded)
-
-
-def _signature_description(function) -> dict[str, Any]:
-    def describe(spec: tf.TensorSpec) -> dict[str, Any]:
-        return {"dtype": spec.dtype.name, "shape": [d if d is not None else -1 for d in spec.shape]}
-
-    inputs = function.structured_input_signature[1] or function.structured_input_signature[0][0]
-    return {
-        "inputs": {name: describe(spec) for name, spec in inputs.items()},
-        "outputs": {name: describe(spec) for name, spec in function.structured_outputs.items()},
-    }
 
 
 def warmup_requests(
@@ -208,7 +198,7 @@ def _write_version(run: Run, config: ExportConfig, staging: Path, version: int) 
         index=index_parameters,
         k=module.k,
         known_through=config.known_through,
-        signatures={name: _signature_description(fn) for name, fn in signatures.items()},
+        signatures={name: signature_specs(fn).to_json() for name, fn in signatures.items()},
     )
     card["export"] = {**asdict(config), "index": asdict(config.index)}
     (extra / contract.MODEL_CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n")

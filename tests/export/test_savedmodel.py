@@ -144,7 +144,7 @@ def test_model_card_records_config_index_packages_and_signatures(version_dirs, l
         assert set(description["inputs"]) == set(signature.structured_input_signature[1])
         assert set(description["outputs"]) == set(signature.structured_outputs)
     assert card["signatures"][contract.SERVING_DEFAULT]["outputs"][contract.ITEM_IDS] == {
-        "dtype": "string",
+        "dtype": "DT_STRING",  # the DataType name, as SignatureDefs print it
         "shape": [-1, K],
     }
     catalog = json.loads(
