@@ -6,7 +6,9 @@ export PYTHONUNBUFFERED := 1
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-DATA_DIR ?= ../shared/data/ml-100k
+# Extracted MovieLens 100K to read instead of downloading it; empty (the default) downloads it
+# into the cache ($$TWOTOWER_DATA_HOME or ~/.cache/twotower), checksum-verified.
+DATA_DIR ?=
 RUN_DIR ?= runs/ml100k
 MODEL_BASE_PATH ?= models/twotower
 STAMP := $(VENV)/.installed
@@ -30,7 +32,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 demo: setup
-	$(BIN)/twotower demo --data-dir $(DATA_DIR) --run-dir $(RUN_DIR) --model-base-path $(MODEL_BASE_PATH)
+	$(BIN)/twotower demo $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --run-dir $(RUN_DIR) --model-base-path $(MODEL_BASE_PATH)
 
 clean:
 	rm -rf $(VENV) runs models .pytest_cache

@@ -87,20 +87,20 @@ def run_user_ids(version_dir: Path) -> np.ndarray:
     card_path = Path(version_dir) / contract.ASSETS_EXTRA / contract.MODEL_CARD_FILE
     try:
         run_dir = Path(json.loads(card_path.read_text())["run_dir"])
-    except (OSError, KeyError, json.JSONDecodeError):
+    except (OSError, KeyError, json.JSONDecodeError) as error:
         raise ExportError(
             f"cannot list the users of {version_dir}: {card_path} is missing or has no run_dir; "
             "pass --users FILE"
-        ) from None
+        ) from error
     data = run_dir / "data"
     try:
         users = pd.read_parquet(data / "users.parquet", columns=["user_id"])["user_id"]
         active = pd.read_parquet(data / "interactions.parquet", columns=["user_id"])["user_id"]
-    except OSError:
+    except OSError as error:
         raise ExportError(
             f"cannot list the users of {version_dir}: the run {run_dir} it was exported from has "
             "no data/users.parquet; pass --users FILE"
-        ) from None
+        ) from error
     return np.array(sorted(set(users.astype(str)) | set(active.astype(str))), dtype=object)
 
 
@@ -122,7 +122,7 @@ def read_user_ids(path: Path) -> np.ndarray:
             lines = (line.strip() for line in path.read_text().splitlines())
             frame = pd.DataFrame({"user_id": [x for x in lines if x and not x.startswith("#")]})
     except (OSError, ValueError) as error:
-        raise DataError(f"cannot read users from {path}: {error}") from None
+        raise DataError(f"cannot read users from {path}: {error}") from error
     if "user_id" not in frame.columns:
         raise DataError(
             f"{path} has no user_id column (it has {list(frame.columns)}); name the column "

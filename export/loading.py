@@ -51,5 +51,5 @@ def load_saved_model(path: str | Path) -> Any:
                 f"{path} uses ScaNN ops (Scann>*) that are not registered in this process: "
                 f"`import scann` before loading; {hint}. Or export with --index brute-force, "
                 "which needs only core TensorFlow ops."
-            ) from None
+            ) from error
         raise

@@ -85,7 +85,7 @@ def write_warmup_file(path: str | Path, requests: Sequence[WarmupRequest]) -> Pa
                 raise ExportError(
                     f"warm-up request {number} ({request.signature_name}): input {key!r} cannot "
                     f"be converted to a TensorProto: {error}"
-                ) from None
+                ) from error
         records.append(log.SerializeToString())
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,9 +132,9 @@ def read_warmup_file(path: str | Path) -> list[WarmupRequest]:
                 )
             )
     except tf.errors.OpError as error:
-        raise ExportError(f"{path} is not a readable TFRecord file: {error.message}") from None
+        raise ExportError(f"{path} is not a readable TFRecord file: {error.message}") from error
     except ValueError as error:  # protobuf DecodeError is a ValueError
-        raise ExportError(f"{path}: a record is not a PredictionLog: {error}") from None
+        raise ExportError(f"{path}: a record is not a PredictionLog: {error}") from error
     return requests
 
 

@@ -1,7 +1,3 @@
 """Serve exported models over TensorFlow Serving's gRPC API: client, launcher, embedded server."""
 
-import os
-
-# TFRS 0.7 needs Keras 2; TensorFlow reads this once, at its first import, so it is set here
-# before any module of this package imports TensorFlow. An explicit user setting wins.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import tfrs_model  # noqa: F401  (selects Keras 2 before anything imports TensorFlow)

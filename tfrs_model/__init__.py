@@ -1,7 +1,6 @@
 """Two-tower retrieval on TensorFlow Recommenders: data, towers, model, training, evaluation."""
 
-import os
+from tfrs_model.keras2 import select_keras_2
 
-# TFRS 0.7 needs Keras 2; TensorFlow reads this once, at its first import, so it is set here
-# before any module of this package imports TensorFlow. An explicit user setting wins.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# Before any module of the project imports TensorFlow.
+select_keras_2()

@@ -219,7 +219,7 @@ class RunConfig:
         try:
             values = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as error:
-            raise ConfigError(f"cannot read config {path}: {error}") from None
+            raise ConfigError(f"cannot read config {path}: {error}") from error
         return cls.from_dict(values)
 
 

@@ -15,6 +15,10 @@ from tfrs_model.towers import Tower, candidate_tower, query_tower
 TOP_KS = (1, 5, 10, 50, 100)
 
 
+# The name prefix of `tfrs.metrics.FactorizedTopK`'s metrics.
+_TOP_K_METRICS = "factorized_top_k/"
+
+
 class TwoTowerModel(tfrs.Model):
     """Softmax retrieval over a query and a candidate tower.
 
@@ -89,6 +93,21 @@ class TwoTowerModel(tfrs.Model):
         predictions = self.rating_head(query_embeddings, candidate_embeddings[:batch])
         rating_loss = self.rating_task(labels=features[RATING], predictions=predictions)
         return loss + self.config.rating_weight * rating_loss
+
+    def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """TFRS' train step, logging only what training computed.
+
+        The top-K metrics are computed on evaluation batches only, so during training they would
+        print as zeros; the regularization loss is dropped when the model has none (the total
+        loss then equals the loss).
+        """
+        logs = super().train_step(inputs)
+        skipped = {"regularization_loss", "total_loss"} if not self.losses else set()
+        return {
+            name: value
+            for name, value in logs.items()
+            if name not in skipped and not name.startswith(_TOP_K_METRICS)
+        }
 
     def _logq(self, probability: tf.Tensor) -> tf.Tensor | None:
         """The probabilities whose logs the task subtracts: `p ** logq_strength`, or None."""

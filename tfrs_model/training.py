@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -363,10 +362,6 @@ def _metrics_payload(split: SplitData, result: TrainResult) -> dict[str, Any]:
         },
         "filters": [str(r) for r in (*split.data.reports, *split.reports)],
     }
-
-
-def load_metrics(run_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / METRICS_FILE).read_text())
 
 
 __all__ = ["TEST", "TrainResult", "fit", "prepare", "train"]

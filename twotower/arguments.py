@@ -51,7 +51,7 @@ def load_config_file(path: str | None) -> RunConfig:
         try:
             values = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ConfigError(f"{path} is not valid JSON: {error}") from None
+            raise ConfigError(f"{path} is not valid JSON: {error}") from error
     return RunConfig.from_dict(values)
 
 

@@ -353,7 +353,7 @@ def _download(
         raise DataError(
             f"downloading {spec.name} failed: {url} answered HTTP {error.code} {error.reason}. "
             + _manual_hint(spec, cache_dir)
-        ) from None
+        ) from error
     except (
         urllib.error.URLError,
         TimeoutError,
@@ -364,7 +364,7 @@ def _download(
         raise DataError(
             f"cannot download {spec.name} from {url} ({reason}); this machine seems offline "
             "or cannot reach the server. " + _manual_hint(spec, cache_dir)
-        ) from None
+        ) from error
     finally:
         if not done:
             path.unlink(missing_ok=True)
@@ -426,7 +426,7 @@ def _install(
                     )
                 bundle.extractall(scratch)
         except zipfile.BadZipFile as error:
-            raise DataError(f"{spec.filename} from {url} is not a valid zip: {error}") from None
+            raise DataError(f"{spec.filename} from {url} is not a valid zip: {error}") from error
         extracted = scratch / spec.directory
         if not extracted.is_dir():
             found = sorted(p.name for p in scratch.iterdir())

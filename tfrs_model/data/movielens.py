@@ -107,7 +107,7 @@ def _read(path: Path, **kwargs) -> pd.DataFrame:
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as error:
         raise DataError(
             f"cannot parse {path}: {error}; is it an unmodified GroupLens file?"
-        ) from None
+        ) from error
 
 
 def _parse_100k(directory: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

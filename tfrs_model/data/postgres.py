@@ -116,6 +116,8 @@ def _connect(dsn: str, config: PostgresConfig):
 
     try:
         connection = psycopg.connect(dsn, connect_timeout=config.connect_timeout_s)
+    # `from None` below on purpose: psycopg's own messages may carry the password of the
+    # connection string, so only the scrubbed text (`_scrub`, `redact`) may reach a log.
     except psycopg.OperationalError as error:
         detail = _scrub(str(error), dsn)
         if "password" in detail.lower() or "authentication" in detail.lower():

@@ -34,8 +34,8 @@ def load_data(
             raise DataError("dataset 'tabular' needs --dataset-config FILE (a YAML dataset config)")
         try:
             tabular = importlib.import_module("tfrs_model.data.tabular")
-        except ModuleNotFoundError:
-            raise DataError("tabular datasets are not available in this build") from None
+        except ModuleNotFoundError as error:
+            raise DataError("tabular datasets are not available in this build") from error
         return tabular.load_tabular(Path(config.dataset_config), config, environ=environ)
     if config.dataset not in DATASET_FORMATS:
         raise DataError(

@@ -303,9 +303,9 @@ def read_config(path: Path) -> TabularConfig:
     try:
         values = yaml.safe_load(Path(path).read_text())
     except OSError as error:
-        raise DataError(f"cannot read dataset config {path}: {error.strerror}") from None
+        raise DataError(f"cannot read dataset config {path}: {error.strerror}") from error
     except yaml.YAMLError as error:
-        raise DataError(f"dataset config {path} is not valid YAML: {error}") from None
+        raise DataError(f"dataset config {path} is not valid YAML: {error}") from error
     return parse_config(values or {}, Path(path).resolve().parent)
 
 
@@ -331,7 +331,7 @@ def _file_chunks(table: str, config: TableConfig) -> Iterator[pd.DataFrame]:
     except (OSError, ValueError) as error:
         if isinstance(error, DataError):
             raise
-        raise DataError(f"cannot read {table} from {path}: {error}") from None
+        raise DataError(f"cannot read {table} from {path}: {error}") from error
 
 
 def _require(frame: pd.DataFrame, config: TableConfig, names: list[str]) -> None:
