@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from export import contract
+from export.loading import load_saved_model
 from tfrs_model.errors import DataError, ExportError
 
 logger = logging.getLogger(__name__)
@@ -263,8 +264,6 @@ def recommend_to_file(
     """
     import tensorflow as tf
     from tqdm import tqdm
-
-    from export.loading import load_saved_model
 
     out = Path(out)
     kind = output_kind(out)

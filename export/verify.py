@@ -22,6 +22,7 @@ import numpy as np
 
 from export import contract
 from export.loading import load_saved_model
+from export.warmup import read_warmup_file
 
 PY_FUNC_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
 MIN_SCANN_RECALL = 0.9
@@ -88,8 +89,6 @@ def check_signatures(model) -> dict[str, Any]:
 
 def replay_warmup(model, version_dir: Path) -> dict[str, Any]:
     import tensorflow as tf
-
-    from export.warmup import read_warmup_file
 
     requests = read_warmup_file(version_dir / contract.ASSETS_EXTRA / contract.WARMUP_FILE)
     seen = set()

@@ -29,6 +29,7 @@ from tfrs_model.data.schema import FeatureColumn, InteractionData
 from tfrs_model.data.splits import SplitData
 from tfrs_model.errors import RunDirError
 from tfrs_model.features.spec import FeatureSet
+from tfrs_model.model import TwoTowerModel
 
 CONFIG_FILE = "config.json"
 FEATURES_FILE = "features.json"
@@ -140,8 +141,6 @@ class Run:
     def load_model(self):
         """The `TwoTowerModel` with its trained weights restored."""
         import tensorflow as tf
-
-        from tfrs_model.model import TwoTowerModel
 
         model = TwoTowerModel(self.features, self.config.model)
         build_towers(model)

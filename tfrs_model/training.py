@@ -13,6 +13,7 @@ import tensorflow as tf
 from tfrs_model.config import RunConfig
 from tfrs_model.data.schema import InteractionData
 from tfrs_model.data.splits import TEST, VALIDATION, SplitData, assign_splits
+from tfrs_model.errors import RunDirError
 from tfrs_model.evaluation.metrics import ranking_metrics
 from tfrs_model.evaluation.protocol import EvalSet, build_eval_set
 from tfrs_model.evaluation.two_tower import TwoTowerRanker
@@ -302,8 +303,6 @@ def train(
       DataError: the data cannot be split or has no positives.
     """
     if out_dir is not None and Path(out_dir).exists() and not overwrite:
-        from tfrs_model.errors import RunDirError
-
         raise RunDirError(f"{out_dir} already exists; choose another --out or pass --force")
     started = time.perf_counter()
     # First TensorFlow call of `twotower train`: MultiWorkerMirroredStrategy configures the

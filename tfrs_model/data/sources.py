@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tfrs_model.config import DataConfig
+from tfrs_model.data.download import fetch_movielens
 from tfrs_model.data.movielens import DATASET_FORMATS, load_movielens
 from tfrs_model.data.schema import InteractionData
 from tfrs_model.errors import DataError
@@ -45,7 +46,5 @@ def load_data(
     if config.data_dir:
         directory = Path(config.data_dir)
     else:
-        from tfrs_model.data.download import fetch_movielens
-
         directory = fetch_movielens(config.dataset, cache_dir)
     return load_movielens(config.dataset, directory, drop_duplicates=config.drop_duplicates)
