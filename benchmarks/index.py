@@ -13,7 +13,8 @@ clusters ("clustered"), optionally L2-normalized (the model's default embeddings
 fresh draws from the same distribution. Timings go through `export.index.retrieve` inside a
 `tf.function` with an `input_signature`, i.e. the path a serving signature takes.
 
-The pure helpers (`recall_at_k`, `percentiles`, `synthetic_catalog`, `exact_top_k`,
+Latency percentiles are those of `benchmarks.stats` (linear interpolation), as in the serve
+benchmark. The pure helpers (`recall_at_k`, `synthetic_catalog`, `exact_top_k`,
 `render_markdown`) import no TensorFlow.
 """
 
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.stats import latency_ms
 
 DISTRIBUTIONS = ("gaussian", "gaussian-normalized", "clustered", "clustered-normalized")
 GRID_SIZES = (1_700, 10_000, 100_000, 1_000_000)
@@ -60,24 +63,6 @@ def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
         for a, e in zip(approx_ids, exact_ids, strict=True)
     )
     return hits / (k * approx_ids.shape[0])
-
-
-def percentiles(
-    latencies_s: Sequence[float], quantiles: Sequence[float] = (50, 90, 99)
-) -> dict[str, float]:
-    """Latency summary in milliseconds: {"p50": ..., "p90": ..., "p99": ..., "mean": ...}.
-
-    Percentiles interpolate linearly between samples (numpy's default).
-
-    Raises:
-      ValueError: no latencies.
-    """
-    values = np.asarray(latencies_s, dtype=np.float64) * 1e3
-    if values.size == 0:
-        raise ValueError("no latencies to summarize")
-    summary = {f"p{q:g}": float(np.percentile(values, q)) for q in quantiles}
-    summary["mean"] = float(values.mean())
-    return summary
 
 
 def synthetic_catalog(
@@ -194,7 +179,8 @@ def measure_index(
 
     Returns:
       {"parameters", "build_s", "state_bytes", "rss_delta_bytes" (process growth across the
-       build, input tensors excluded), "latency_ms" (batch 1), "throughput_qps" (batched),
+       build, input tensors excluded), "latency_ms" (batch 1: p50, p90, p99, mean;
+       `benchmarks.stats.latency_ms`), "throughput_qps" (batched),
        "recall_at_k", "k", "num_queries"}.
     """
     import tensorflow as tf
@@ -234,7 +220,7 @@ def measure_index(
         "build_s": build_s,
         "state_bytes": index_state_bytes(index),
         "rss_delta_bytes": rss_delta,
-        "latency_ms": percentiles(latencies),
+        "latency_ms": latency_ms(latencies),
         "throughput_qps": queries.shape[0] / batched_s,
         "recall_at_k": recall,
         "k": k,

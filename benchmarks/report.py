@@ -21,7 +21,9 @@ DOC_PATH = Path("docs/benchmarks.md")
 _DOC_HEADER = (
     "# Benchmarks\n\n"
     "Numbers measured by `twotower bench ...`; each section is rewritten by its benchmark. "
-    "Raw results: `benchmarks/results/*.json`.\n"
+    "Raw results: `benchmarks/results/*.json`. Latency percentiles (p50, p90, p95, p99) "
+    "interpolate linearly between the nearest measured values, numpy's default "
+    "(`benchmarks/stats.py`), in every section.\n"
 )
 
 

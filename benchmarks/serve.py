@@ -12,12 +12,14 @@ same throughput (~950 QPS, the server being the limit) at concurrency 4 to 16, w
 noise; against a server answering a canned response, aio was ahead at concurrency 16 in one series
 and behind in another. Threads spent slightly less client CPU per request (~300 vs ~340 us), so
 `twotower bench serve` defaults to threads; aio stays available for many-connection clients.
+
+Latency percentiles are those of `benchmarks.stats` (linear interpolation), as in the index
+benchmark.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -31,6 +33,7 @@ import numpy as np
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from benchmarks.report import markdown_table
+from benchmarks.stats import percentiles
 from export import contract
 from serving.client import (
     ClientConfig,
@@ -100,37 +103,22 @@ class LatencySummary:
     max_ms: float
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """The nearest-rank q-th percentile: the smallest value with at least q% of values <= it.
-
-    Args:
-      sorted_values: ascending values, at least one.
-      q: percent in [0, 100]; 0 gives the minimum, 100 the maximum.
-
-    Raises:
-      ValueError: no values, or q outside [0, 100].
-    """
-    if not sorted_values:
-        raise ValueError("percentile of no values")
-    if not 0 <= q <= 100:
-        raise ValueError(f"q must be in [0, 100], not {q}")
-    # Rounded first, so float error (99.9 / 100 * 1000 = 999.0000000000001) does not add a rank.
-    rank = max(1, math.ceil(round(q / 100 * len(sorted_values), 9)))
-    return sorted_values[rank - 1]
-
-
 def summarize(latencies_s: Sequence[float]) -> LatencySummary:
-    """Mean, p50, p95, p99 and max of latencies given in seconds, reported in milliseconds."""
+    """Mean, p50, p95, p99 and max of latencies given in seconds, reported in milliseconds.
+
+    Percentiles are `benchmarks.stats.percentiles` (linear interpolation between ranks).
+    """
     if not latencies_s:
         return LatencySummary(0, 0.0, 0.0, 0.0, 0.0, 0.0)
-    ordered = sorted(s * 1000.0 for s in latencies_s)
+    values_ms = [s * 1000.0 for s in latencies_s]
+    p50, p95, p99 = percentiles(values_ms, (50, 95, 99))
     return LatencySummary(
-        count=len(ordered),
-        mean_ms=sum(ordered) / len(ordered),
-        p50_ms=percentile(ordered, 50),
-        p95_ms=percentile(ordered, 95),
-        p99_ms=percentile(ordered, 99),
-        max_ms=ordered[-1],
+        count=len(values_ms),
+        mean_ms=sum(values_ms) / len(values_ms),
+        p50_ms=p50,
+        p95_ms=p95,
+        p99_ms=p99,
+        max_ms=max(values_ms),
     )
 
 

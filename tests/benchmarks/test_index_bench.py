@@ -8,7 +8,6 @@ import pytest
 
 from benchmarks.index import (
     exact_top_k,
-    percentiles,
     recall_at_k,
     render_grid_markdown,
     render_markdown,
@@ -35,16 +34,6 @@ def test_recall_at_k_rejects_mismatched_inputs():
         recall_at_k(np.zeros((2, 3)), np.zeros((3, 3)), 3)
     with pytest.raises(ValueError, match="at least k"):
         recall_at_k(np.zeros((2, 2)), np.zeros((2, 3)), 3)
-
-
-def test_percentiles_known_answers():
-    # 1..101 ms: the median is 51 ms, p90 is 91 ms, p99 is 100 ms, mean 51 ms.
-    summary = percentiles([v / 1000 for v in range(1, 102)])
-    assert summary == pytest.approx({"p50": 51.0, "p90": 91.0, "p99": 100.0, "mean": 51.0})
-    # Linear interpolation between two samples: p50 of 1 ms and 3 ms is 2 ms.
-    assert percentiles([0.001, 0.003], quantiles=(50,))["p50"] == pytest.approx(2.0)
-    with pytest.raises(ValueError):
-        percentiles([])
 
 
 def test_exact_top_k_hand_checked():

@@ -1,4 +1,7 @@
-"""Tests of serving/loadtest.py and `twotower bench serve`: percentiles by hand, runs on loopback."""
+"""Tests of benchmarks/serve.py and `twotower bench serve`: summaries by hand, runs on loopback.
+
+The percentile definition itself is tested in test_stats.py.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ from benchmarks.serve import (
     LoadTestResult,
     ServeBenchmark,
     measure_in_process,
-    percentile,
     request_inputs,
     run_load_test,
     summarize,
@@ -40,42 +42,16 @@ def fake() -> Iterator[FakeServing]:
 # --- pure functions -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("values", "q", "expected"),
-    [
-        # Nearest rank: the ceil(q/100 * n)-th smallest value.
-        ([15, 20, 35, 40, 50], 5, 15),  # ceil(0.25) = 1st
-        ([15, 20, 35, 40, 50], 30, 20),  # ceil(1.5) = 2nd
-        ([15, 20, 35, 40, 50], 40, 20),  # ceil(2.0) = 2nd
-        ([15, 20, 35, 40, 50], 50, 35),  # ceil(2.5) = 3rd
-        ([15, 20, 35, 40, 50], 100, 50),
-        ([15, 20, 35, 40, 50], 0, 15),
-        (list(range(1, 101)), 50, 50),
-        (list(range(1, 101)), 95, 95),
-        (list(range(1, 101)), 99, 99),
-        (list(range(1, 1001)), 99.9, 999),
-        ([7.5], 99, 7.5),
-    ],
-)
-def test_percentile_known_answers(values, q, expected):
-    assert percentile(values, q) == expected
-
-
-@pytest.mark.parametrize(("values", "q"), [([], 50), ([1.0], -1), ([1.0], 100.5)])
-def test_percentile_rejects_bad_input(values, q):
-    with pytest.raises(ValueError):
-        percentile(values, q)
-
-
 def test_summarize_reports_milliseconds_of_unsorted_seconds():
     summary = summarize([0.004, 0.001, 0.003, 0.002])
-    # Sorted ms: 1, 2, 3, 4; p50 = 2nd, p95 = ceil(3.8) = 4th, p99 = 4th.
+    # Sorted ms: 1, 2, 3, 4; linear interpolation at h = 3 * q / 100 (benchmarks.stats):
+    # p50 at h = 1.5 -> 2.5, p95 at h = 2.85 -> 3.85, p99 at h = 2.97 -> 3.97.
     assert summary == LatencySummary(
         count=4,
         mean_ms=pytest.approx(2.5),
-        p50_ms=pytest.approx(2.0),
-        p95_ms=pytest.approx(4.0),
-        p99_ms=pytest.approx(4.0),
+        p50_ms=pytest.approx(2.5),
+        p95_ms=pytest.approx(3.85),
+        p99_ms=pytest.approx(3.97),
         max_ms=pytest.approx(4.0),
     )
     assert summarize([]) == LatencySummary(0, 0.0, 0.0, 0.0, 0.0, 0.0)
