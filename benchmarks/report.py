@@ -3,6 +3,10 @@
 `benchmarks/results/<name>.json` holds the latest full result; `docs/benchmarks.md` holds one
 section per benchmark between HTML comment markers, replaced on each run so the page stays current
 while the other sections are kept.
+
+Both live in the source tree this package belongs to (the project is installed editable), not in
+the working directory: `RESULTS_DIR` and `DOC_PATH` are absolute, and `record` reads them when it
+is called unless its `results_dir` and `doc_path` arguments say otherwise.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-RESULTS_DIR = Path("benchmarks/results")
-DOC_PATH = Path("docs/benchmarks.md")
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 _DOC_HEADER = (
     "# Benchmarks\n\n"
     "Numbers measured by `twotower bench ...`; each section is rewritten by its benchmark. "
@@ -68,14 +72,20 @@ def record(
     name: str,
     result: dict[str, Any],
     markdown: str,
-    results_dir: Path = RESULTS_DIR,
-    doc_path: Path = DOC_PATH,
+    results_dir: Path | None = None,
+    doc_path: Path | None = None,
 ) -> Path:
     """Writes `result` to `<results_dir>/<name>.json` and `markdown` as section `name` of the doc.
+
+    Args:
+      results_dir: where the JSON goes; None: `RESULTS_DIR`, the source tree's benchmarks/results.
+      doc_path: the Markdown page; None: `DOC_PATH`, the source tree's docs/benchmarks.md.
 
     Returns:
       The path of the JSON file.
     """
+    results_dir = RESULTS_DIR if results_dir is None else Path(results_dir)
+    doc_path = DOC_PATH if doc_path is None else Path(doc_path)
     payload = {"benchmark": name, "machine": machine_info(), **result}
     json_path = results_dir / f"{name}.json"
     atomic_write_text(json_path, json.dumps(payload, indent=2, sort_keys=False) + "\n")

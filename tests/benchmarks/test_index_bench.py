@@ -98,7 +98,8 @@ def test_cli_registers_index_benchmark():
     assert args.handler is bench_index._run
 
 
-def test_cli_runs_and_records_in_the_working_directory(tmp_path, monkeypatch, capsys):
+def test_cli_runs_and_records_in_the_results_dir(results_paths, tmp_path, monkeypatch, capsys):
+    # results_paths (tests/benchmarks/conftest.py) points the results at tmp_path/benchmarks/...
     monkeypatch.chdir(tmp_path)
     from twotower.cli import main
 
@@ -106,7 +107,7 @@ def test_cli_runs_and_records_in_the_working_directory(tmp_path, monkeypatch, ca
     assert code == 0
     assert json.loads((tmp_path / "benchmarks/results/index.json").read_text())["k"] == 10
     assert "<!-- bench:index:begin -->" in (tmp_path / "docs/benchmarks.md").read_text()
-    assert "wrote benchmarks/results/index.json" in capsys.readouterr().out
+    assert f"wrote {results_paths.results_dir / 'index.json'}" in capsys.readouterr().out
 
 
 def test_cli_rejects_an_out_name_that_is_a_path(tmp_path, monkeypatch):

@@ -10,8 +10,6 @@ from pathlib import Path
 
 from twotower.arguments import add_data_arguments, cache_dir, data_config
 
-CHART_PATH = Path("benchmarks/results/quality.png")
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -43,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from benchmarks import quality
-    from benchmarks.report import record
+    from benchmarks import report as bench_report
     from tfrs_model.data import load_data
 
     config = data_config(args)
@@ -60,12 +58,14 @@ def run(args: argparse.Namespace) -> int:
     markdown += "\n" + quality.target_markdown(
         report, quality.exported_name(variants[0].name, args.index)
     )
-    chart = quality.quality_chart(report, CHART_PATH.with_name(f"{args.out_name}.png"))
+    # The chart goes beside the results, linked from the doc by a path relative to the doc.
+    chart = quality.quality_chart(report, bench_report.RESULTS_DIR / f"{args.out_name}.png")
     if chart is not None:
-        markdown += f"\n![Recall@10 and NDCG@10 per model](../{chart})\n"
+        link = Path(os.path.relpath(chart, bench_report.DOC_PATH.parent)).as_posix()
+        markdown += f"\n![Recall@10 and NDCG@10 per model]({link})\n"
     markdown += "\n" + quality.cold_start_markdown(cold)
     payload = quality.result_payload(report, timings, config.dataset, cold)
-    record(args.out_name, payload, markdown)
+    bench_report.record(args.out_name, payload, markdown)
     print(markdown)
     print(json.dumps(payload["results"], indent=2))
     return 0
