@@ -13,7 +13,8 @@ noise; against a server answering a canned response, aio was ahead at concurrenc
 and behind in another. Threads spent slightly less client CPU per request (~300 vs ~340 us), so
 `twotower bench serve` defaults to threads; aio stays available for many-connection clients.
 
-Latency percentiles are those of `benchmarks.stats` (linear interpolation), as in the index
+Both modes open their own channel here (`open_channel`), plaintext or TLS as the client config
+says. Latency percentiles are those of `benchmarks.stats` (linear interpolation), as in the index
 benchmark.
 """
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,23 +31,21 @@ from typing import Any
 
 import grpc
 import numpy as np
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from benchmarks.report import markdown_table
 from benchmarks.stats import percentiles
 from export import contract
+from export.specs import TensorSpec, signature_specs
 from serving.client import (
     ClientConfig,
     ServingError,
+    SignatureDescription,
     TwoTowerClient,
     build_predict_request,
-    create_channel,
-    fit_inputs,
-    pad_ragged,
-    signature_of,
-    string_array,
+    channel_options,
 )
-from serving.results import SignatureDescription, TensorDescription
 from tfrs_model.errors import ConfigError
 
 MODES = ("threads", "aio")
@@ -149,29 +148,82 @@ class LoadTestResult:
         return asdict(self)
 
 
+def _input_specs(signature: SignatureDescription) -> dict[str, TensorSpec]:
+    """The signature's inputs as `export.specs.TensorSpec`s.
+
+    `_describe` gives them already; so will the client's metadata once it holds
+    `export.specs` values. A description whose dtype is a TensorFlow dtype name ("string"), as
+    the client's metadata gives today, is converted.
+    """
+    specs = {}
+    for key, spec in signature.inputs.items():
+        if not isinstance(spec, TensorSpec):
+            import tensorflow as tf
+
+            spec = TensorSpec(tf.dtypes.as_dtype(spec.dtype).as_datatype_enum, spec.shape)
+        specs[key] = spec
+    return specs
+
+
+def _strings(values: Sequence[Any]) -> np.ndarray:
+    """UTF-8 bytes in an object array, TensorFlow's DT_STRING layout (nested lists keep rank)."""
+    encode = np.vectorize(lambda v: v.encode() if isinstance(v, str) else v, otypes=[object])
+    return encode(np.asarray(values, dtype=object))
+
+
 def request_inputs(signature: SignatureDescription, ids: Sequence[str]) -> dict[str, np.ndarray]:
     """The inputs of `signature` for a batch of ids, by the keys of `export.contract`.
 
     The ids go to ITEM_IDS as [batch, 1] when the signature takes it (`item_titles`), else to
-    ITEM_ID [batch] (`similar_items`, `candidate_embedding`), else to USER_ID [batch]; the other
-    string inputs (history, exclude, user features) are padding (`fit_inputs`).
+    ITEM_ID [batch] (`similar_items`, `candidate_embedding`), else to USER_ID [batch]. Every
+    other input must be a DT_STRING of rank 1 or 2 (history, exclude, user features) and is sent
+    as `contract.PAD`, [batch] or [batch, 1], which the model reads as an unknown value.
 
     Raises:
-      ConfigError: the signature takes none of those keys, or a non-string input besides.
+      ConfigError: the signature takes none of those keys, or another input that is not a string
+        of rank 1 or 2.
     """
-    takes = signature.inputs.keys()
-    if contract.ITEM_IDS in takes:
-        given = {contract.ITEM_IDS: pad_ragged([[i] for i in ids])}
-    elif contract.ITEM_ID in takes:
-        given = {contract.ITEM_ID: string_array(ids)}
-    elif contract.USER_ID in takes:
-        given = {contract.USER_ID: string_array(ids)}
+    specs: Mapping[str, TensorSpec] = _input_specs(signature)
+    if contract.ITEM_IDS in specs:
+        given = {contract.ITEM_IDS: _strings([[i] for i in ids])}
+    elif contract.ITEM_ID in specs:
+        given = {contract.ITEM_ID: _strings(list(ids))}
+    elif contract.USER_ID in specs:
+        given = {contract.USER_ID: _strings(list(ids))}
     else:
         raise ConfigError(
-            f"signature {signature.name!r} takes {sorted(takes)}: none of "
+            f"signature {signature.name!r} takes {sorted(specs)}: none of "
             f"{contract.USER_ID}, {contract.ITEM_ID}, {contract.ITEM_IDS}"
         )
-    return fit_inputs(signature, given, len(ids))
+    for key, spec in specs.items():
+        if key in given:
+            continue
+        rank = 1 if spec.shape is None else len(spec.shape)
+        if spec.dtype != types_pb2.DT_STRING or rank not in (1, 2):
+            raise ConfigError(
+                f"signature {signature.name!r} needs input {key!r} ({spec.describe()}); the load "
+                "test sends ids only and pads only string inputs of rank 1 or 2"
+            )
+        padding = _strings([contract.PAD] * len(ids))
+        given[key] = padding.reshape(len(ids), 1) if rank == 2 else padding
+    return given
+
+
+def open_channel(config: ClientConfig, *, aio: bool = False) -> Any:
+    """A channel to `config.target`: a `grpc.Channel`, or a `grpc.aio.Channel` if `aio`.
+
+    Plaintext, or TLS with the credentials of `config.tls`; options from `channel_options`
+    (message sizes, TLS name override), as the client's own channel has them. An aio channel
+    must be opened inside the event loop that uses it.
+
+    Raises:
+      ConfigError: a TLS file cannot be read.
+    """
+    module: Any = grpc.aio if aio else grpc
+    options = channel_options(config)
+    if config.tls is None:
+        return module.insecure_channel(config.target, options=options)
+    return module.secure_channel(config.target, config.tls.credentials(), options=options)
 
 
 @dataclass(frozen=True)
@@ -253,12 +305,12 @@ def _not_ready(config: LoadTestConfig) -> ServingError:
 
 
 def _run_threads(config: LoadTestConfig, requests: list[Any]) -> tuple[_Window, list[_WorkerLog]]:
-    channel = create_channel(config.client)
+    channel = open_channel(config.client)
     try:
         try:
             grpc.channel_ready_future(channel).result(timeout=config.client.timeout_s)
-        except grpc.FutureTimeoutError:
-            raise _not_ready(config) from None
+        except grpc.FutureTimeoutError as error:
+            raise _not_ready(config) from error
         predict = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
         window, stride = _window(config), len(requests) // config.concurrency
         with futures.ThreadPoolExecutor(config.concurrency, thread_name_prefix="loadtest") as pool:
@@ -274,11 +326,11 @@ def _run_threads(config: LoadTestConfig, requests: list[Any]) -> tuple[_Window, 
 
 
 async def _run_aio(config: LoadTestConfig, requests: list[Any]) -> tuple[_Window, list[_WorkerLog]]:
-    async with create_channel(config.client, aio=True) as channel:
+    async with open_channel(config.client, aio=True) as channel:
         try:
             await asyncio.wait_for(channel.channel_ready(), config.client.timeout_s)
-        except TimeoutError:
-            raise _not_ready(config) from None
+        except TimeoutError as error:
+            raise _not_ready(config) from error
         predict = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
         window, stride = _window(config), len(requests) // config.concurrency
         workers = [
@@ -299,7 +351,13 @@ def run_load_test(config: LoadTestConfig) -> LoadTestResult:
       ConfigError: the model has no such signature, or its inputs cannot be built from ids.
     """
     with TwoTowerClient(config.client) as client:
-        signature = signature_of(client.metadata(), config.signature)
+        metadata = client.metadata()
+    signature = metadata.signatures.get(config.signature)
+    if signature is None:
+        raise ConfigError(
+            f"model {metadata.model_name!r} (version {metadata.version}) has no signature "
+            f"{config.signature!r}; it has {sorted(metadata.signatures)}"
+        )
     requests = [
         build_predict_request(config.client, request_inputs(signature, [i]), config.signature)
         for i in config.ids[:_MAX_DISTINCT_REQUESTS]
@@ -327,14 +385,12 @@ def run_load_test(config: LoadTestConfig) -> LoadTestResult:
 
 
 def _describe(name: str, function: Any) -> SignatureDescription:
-    """The inputs of a loaded SavedModel signature function, as GetModelMetadata would list them."""
-    inputs = {
-        key: TensorDescription(
-            key, spec.dtype.name, None if spec.shape.rank is None else tuple(spec.shape.as_list())
-        )
-        for key, spec in function.structured_input_signature[1].items()
-    }
-    return SignatureDescription(name=name, method_name="", inputs=inputs, outputs={})
+    """A loaded SavedModel signature function described as GetModelMetadata lists it, with the
+    `export.specs.TensorSpec`s of `export.specs.signature_specs`."""
+    specs = signature_specs(function)
+    return SignatureDescription(
+        name=name, method_name="", inputs=dict(specs.inputs), outputs=dict(specs.outputs)
+    )
 
 
 def measure_in_process(

@@ -5,6 +5,7 @@ The percentile definition itself is tested in test_stats.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import grpc
 import pytest
 import tensorflow as tf
 from fixtures.fake_serving import FakeServing, serve
+from tensorflow.core.framework import types_pb2
 
 from benchmarks.serve import (
     LatencySummary,
@@ -20,13 +22,14 @@ from benchmarks.serve import (
     LoadTestResult,
     ServeBenchmark,
     measure_in_process,
+    open_channel,
     request_inputs,
     run_load_test,
     summarize,
 )
 from export import contract
-from serving.client import ClientConfig, ServingError
-from serving.results import SignatureDescription, TensorDescription
+from export.specs import TensorSpec
+from serving.client import ClientConfig, ServingError, SignatureDescription, TlsConfig
 from tfrs_model.errors import ConfigError
 from twotower.cli import main
 
@@ -58,9 +61,8 @@ def test_summarize_reports_milliseconds_of_unsorted_seconds():
 
 
 def _described(name: str, **inputs: tuple) -> SignatureDescription:
-    return SignatureDescription(
-        name, "", {k: TensorDescription(k, "string", shape) for k, shape in inputs.items()}, {}
-    )
+    specs = {k: TensorSpec(types_pb2.DT_STRING, shape) for k, shape in inputs.items()}
+    return SignatureDescription(name=name, method_name="", inputs=specs, outputs={})
 
 
 def _inputs(signature: SignatureDescription) -> dict[str, list]:
@@ -83,6 +85,40 @@ def test_request_inputs_put_the_id_under_the_contract_key():
     }
     with pytest.raises(ConfigError, match="none of"):
         request_inputs(_described("affine", x=(None, 3)), ["7"])
+
+
+def test_request_inputs_pads_only_string_inputs():
+    signature = SignatureDescription(
+        name="scored",
+        method_name="",
+        inputs={
+            contract.USER_ID: TensorSpec(types_pb2.DT_STRING, (None,)),
+            "age": TensorSpec(types_pb2.DT_FLOAT, (None,)),
+        },
+        outputs={},
+    )
+    with pytest.raises(ConfigError, match=r"needs input 'age' \(DT_FLOAT \[-1\]\)"):
+        request_inputs(signature, ["7"])
+
+
+def test_open_channel_plaintext_and_tls_in_both_modes(tmp_path):
+    plain = ClientConfig(target="127.0.0.1:1")
+    tls = ClientConfig(target="127.0.0.1:1", tls=TlsConfig(server_name_override="serving.local"))
+    for config in (plain, tls):
+        channel = open_channel(config)
+        assert isinstance(channel, grpc.Channel)
+        channel.close()
+
+    async def open_aio() -> None:
+        for config in (plain, tls):
+            channel = open_channel(config, aio=True)
+            assert isinstance(channel, grpc.aio.Channel)
+            await channel.close()
+
+    asyncio.run(open_aio())
+    unreadable = ClientConfig(tls=TlsConfig(root_certificates=tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError, match=r"missing\.pem"):
+        open_channel(unreadable, aio=True)
 
 
 @pytest.mark.parametrize(
@@ -148,6 +184,20 @@ def test_load_test_counts_errors_by_status_code(fake, mode):
     assert result.errors == {"INVALID_ARGUMENT": result.requests}
     assert result.requests > 0
     assert result.latency.count == 0 and result.qps == 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["threads", "aio"])
+def test_load_test_pads_the_context_the_signature_takes(fake, mode):
+    # recommend takes history, exclude and a user feature besides user_id: sent as padding.
+    config = _config(fake, mode=mode, signature=contract.RECOMMEND, max_requests=6, warmup_s=0)
+    result = run_load_test(config)
+    assert result.errors == {} and result.requests == 6
+    request = fake.predictions[0]
+    assert request.model_spec.signature_name == contract.RECOMMEND
+    assert request.inputs[contract.HISTORY].string_val == [b""]
+    assert [d.size for d in request.inputs[contract.HISTORY].tensor_shape.dim] == [1, 1]
+    assert request.inputs["occupation"].string_val == [b""]
 
 
 @pytest.mark.integration

@@ -1,7 +1,7 @@
 """`twotower bench serve`: closed-loop gRPC load test of a model server (QPS, latency percentiles).
 
 Prints the result as JSON and records it as benchmarks/results/serve-<label>.json plus a section of
-docs/benchmarks.md. With --saved-model it also times the same requests in process, so the report
+docs/benchmarks.md, both in the source tree (`benchmarks.report`). With --saved-model it also times the same requests in process, so the report
 shows what gRPC adds. Exits 1 when any request failed.
 """
 
@@ -17,7 +17,7 @@ from tfrs_model.errors import ConfigError
 from twotower.commands.query import add_server_arguments, client_config
 
 # Threads: on 2 cores neither mode saturated a loopback server consistently better (see
-# serving/loadtest.py), and threads cost a little less client CPU per request.
+# benchmarks/serve.py), and threads cost a little less client CPU per request.
 _DEFAULT_MODE = "threads"
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -78,7 +78,7 @@ def read_ids(user_ids_file: Path | None, users: int) -> tuple[str, ...]:
     try:
         lines = user_ids_file.read_text().splitlines()
     except OSError as error:
-        raise ConfigError(f"cannot read {user_ids_file}: {error.strerror}") from None
+        raise ConfigError(f"cannot read {user_ids_file}: {error.strerror}") from error
     ids = tuple(line.strip() for line in lines if line.strip())
     if not ids:
         raise ConfigError(f"{user_ids_file} holds no ids (one per line)")
