@@ -1,27 +1,28 @@
 """The embedded server on a real brute-force export: gRPC Predict through `TwoTowerClient` equals
 the SavedModel called in this process, and `twotower query` prints the catalog's titles.
 
-The export is the one `tests/export/conftest.py` builds (a tiny model trained on synthetic
-data); that file is loaded by path and its on-disk idempotent builder reused, so a session that
-runs both test directories trains and exports once.
+The export is the one `tests/fixtures/exports.py` builds (a tiny model trained on synthetic
+data, under the session's `export_root`); its on-disk idempotent builder is reused, so a session
+that runs the export tests too trains and exports once.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from fixtures.exports import exported_version
 
 from export import contract
 from export.index import BRUTE_FORCE
+from export.loading import load_saved_model
 from serving.client import ClientConfig, TwoTowerClient
-from serving.config import ServingConfig
-from serving.server import EmbeddedServer
+from serving.server.config import ServingConfig
+from serving.server.server import EmbeddedServer
 from twotower.cli import main
 
 pytestmark = pytest.mark.integration
@@ -30,26 +31,13 @@ USERS = ["1", "17", "200", "__nobody__"]  # known users and a cold-start one
 ITEMS = ["1", "42", "100", "__no_such_item__"]
 
 
-def _export_fixtures() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "export" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("twotower_export_fixtures", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def version_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    fixtures = _export_fixtures()
-    root = tmp_path_factory.getbasetemp() / fixtures.EXPORT_ROOT
-    root.mkdir(exist_ok=True)
-    return fixtures.exported_version(root, BRUTE_FORCE)
+def version_dir(export_root: Path) -> Path:
+    return exported_version(export_root, BRUTE_FORCE)
 
 
 @pytest.fixture(scope="module")
 def in_process(version_dir: Path):
-    from export.loading import load_saved_model
-
     return load_saved_model(version_dir)
 
 
@@ -68,8 +56,6 @@ def target(server: EmbeddedServer) -> str:
 
 
 def _call(model, signature: str, **inputs: list[str]) -> dict[str, np.ndarray]:
-    import tensorflow as tf
-
     outputs = model.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
     return {key: value.numpy() for key, value in outputs.items()}
 

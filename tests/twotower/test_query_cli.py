@@ -7,11 +7,20 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from fixtures.fake_serving import FakeServing, serve
+from fixtures.fake_serving import MODEL, VERSION, FakeServing, serve
 
-from serving.results import QueryResult, Recommendation
+from export import contract
+from serving.client import ClientConfig, QueryResult, Recommendation
+from tfrs_model.errors import ConfigError
 from twotower.cli import build_parser, main
-from twotower.commands.query import client_config, format_json, format_table, query_request
+from twotower.commands.query import (
+    QueryRequest,
+    client_config,
+    format_json,
+    format_table,
+    query_request,
+    run_query,
+)
 
 _WITH_TITLES = QueryResult(
     model_name="twotower",
@@ -172,3 +181,30 @@ def test_query_reports_server_errors_in_one_line(fake, capsys):
     error = capsys.readouterr().err
     assert "NOT_FOUND: Servable not found" in error
     assert "is the model name right?" in error
+
+
+@pytest.mark.integration
+def test_run_query_fetches_titles_when_the_model_has_the_signature(fake):
+    config = ClientConfig(target=fake.target)
+    result = run_query(config, QueryRequest(ids=("196",), k=2))
+    assert (result.model_name, result.version, result.signature) == (
+        MODEL,
+        VERSION,
+        "serving_default",
+    )
+    assert result.titles_fetched
+    assert result.recommendations == (
+        (Recommendation("196-0", 1.0, "Title 196-0"), Recommendation("196-1", 0.75, "Title 196-1")),
+    )
+    fake.with_titles = False
+    plain = run_query(config, QueryRequest(ids=("5",), signature=contract.SIMILAR_ITEMS, k=1))
+    assert not plain.titles_fetched
+    assert plain.recommendations == ((Recommendation("5-sim0", 1.0),),)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("signature", ["nope", contract.QUERY_EMBEDDING])
+def test_run_query_rejects_signatures_without_ranked_lists(fake, signature):
+    config = ClientConfig(target=fake.target)
+    with pytest.raises(ConfigError, match=signature):
+        run_query(config, QueryRequest(ids=("1",), signature=signature))

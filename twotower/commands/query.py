@@ -1,22 +1,78 @@
 """`twotower query`: ask a running model server for top items and print them as a table or JSON.
 
-Also home of the server flags (`add_server_arguments`, `client_config`) that `twotower bench
-serve` shares. TensorFlow is imported only when a command runs, so `--help` stays fast.
+`run_query` reads the model's metadata, then ranks items for each id through one signature with
+`serving.client.TwoTowerClient`. Also home of the server flags (`add_server_arguments`,
+`client_config`) that `twotower bench serve` shares. TensorFlow is imported only when a command
+runs (the client imports it), so `--help` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from export import contract
-from serving.results import QueryResult
 from tfrs_model.errors import ConfigError
 
 if TYPE_CHECKING:
-    from serving.client import ClientConfig, QueryRequest
+    from serving.client import ClientConfig, QueryResult
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    """What `twotower query` asks for.
+
+    Attributes:
+      ids: user ids, or item ids for `similar_items`; sent in one request.
+      signature: a signature returning ITEM_IDS and SCORES (serving_default, recommend,
+        similar_items).
+      k: keep the best k per list; None keeps all.
+      titles: fetch titles when the model has the `item_titles` signature.
+    """
+
+    ids: tuple[str, ...]
+    signature: str = contract.SERVING_DEFAULT
+    k: int | None = None
+    titles: bool = True
+
+
+def run_query(config: ClientConfig, request: QueryRequest) -> QueryResult:
+    """Reads the model's metadata, then ranks items for each id through `request.signature`.
+
+    Raises:
+      ConfigError: the model has no such signature, or it does not return ranked lists.
+      ServingError, ResponseError: as for `TwoTowerClient.predict`.
+    """
+    from serving.client import QueryResult, TwoTowerClient, signature_of  # imports TensorFlow
+
+    with TwoTowerClient(config) as client:
+        metadata = client.metadata()
+        signature = signature_of(metadata, request.signature)
+        if not {contract.ITEM_IDS, contract.SCORES} <= signature.outputs.keys():
+            raise ConfigError(
+                f"signature {request.signature!r} returns {sorted(signature.outputs)}, not ranked "
+                f"lists; query {contract.SERVING_DEFAULT}, {contract.RECOMMEND} or "
+                f"{contract.SIMILAR_ITEMS}"
+            )
+        with_titles = request.titles and metadata.has_signature(contract.ITEM_TITLES)
+        ids, k = list(request.ids), request.k
+        if request.signature == contract.SIMILAR_ITEMS:
+            lists = client.similar_items(ids, k, with_titles=with_titles)
+        elif request.signature == contract.RECOMMEND:
+            lists = client.recommend_with_context(ids, k=k, with_titles=with_titles)
+        else:
+            lists = client.recommend(ids, k, request.signature, with_titles=with_titles)
+    return QueryResult(
+        model_name=metadata.model_name or config.model_name,
+        version=metadata.version,
+        signature=request.signature,
+        query_ids=tuple(request.ids),
+        recommendations=tuple(tuple(ranked) for ranked in lists),
+        titles_fetched=with_titles,
+    )
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +111,7 @@ def client_config(args: argparse.Namespace) -> ClientConfig:
     Raises:
       ConfigError: inconsistent flags (e.g. --client-cert without --client-key).
     """
-    from serving.client import ClientConfig, TlsConfig
+    from serving.client import ClientConfig, TlsConfig  # imports TensorFlow
 
     tls_flags = (args.root_certs, args.client_cert, args.client_key, args.server_name)
     tls = None
@@ -104,8 +160,6 @@ def query_request(args: argparse.Namespace) -> QueryRequest:
     Raises:
       ConfigError: the ids do not fit the signature.
     """
-    from serving.client import QueryRequest
-
     if args.signature == contract.SIMILAR_ITEMS:
         ids, flag, other = args.item_id, "--item-id", args.user_id
     else:
@@ -121,8 +175,6 @@ def query_request(args: argparse.Namespace) -> QueryRequest:
 
 
 def run(args: argparse.Namespace) -> int:
-    from serving.client import run_query
-
     result = run_query(client_config(args), query_request(args))
     print(format_json(result) if args.json else format_table(result))
     return 0

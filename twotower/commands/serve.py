@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from export import contract
-
-if TYPE_CHECKING:
-    from serving.config import ServingConfig
+from serving.server import launcher
+from serving.server.config import ServingConfig, VersionPolicy
+from tfrs_model.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -121,9 +120,6 @@ def serving_config(args: argparse.Namespace) -> ServingConfig:
     Raises:
       ConfigError: a flag value is invalid (e.g. a malformed --version-label).
     """
-    from serving.config import ServingConfig, VersionPolicy
-    from tfrs_model.errors import ConfigError
-
     labels = {}
     for text in args.version_label:
         label, _, version = text.partition("=")
@@ -148,6 +144,4 @@ def serving_config(args: argparse.Namespace) -> ServingConfig:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from serving.launcher import serve
-
-    return serve(serving_config(args), embedded=args.embedded)
+    return launcher.serve(serving_config(args), embedded=args.embedded)

@@ -1,11 +1,25 @@
 """Typed results of the serving client: what a caller gets back instead of raw protos.
 
-Pure Python (no TensorFlow, no gRPC), so the CLI can format results without heavy imports.
+Signatures are described with `export.specs.TensorSpec` (a DataType number and a shape), the type
+the server, the exporter and the model card use; version states with `serving.status`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from export.specs import TensorSpec
+from serving.status import VersionStatus
+
+__all__ = [
+    "ModelMetadata",
+    "ModelStatus",
+    "QueryResult",
+    "Recommendation",
+    "SignatureDescription",
+    "VersionStatus",
+]
 
 
 @dataclass(frozen=True)
@@ -18,29 +32,20 @@ class Recommendation:
 
 
 @dataclass(frozen=True)
-class TensorDescription:
-    """One input or output of a signature.
+class SignatureDescription:
+    """A signature's name, method and its inputs and outputs.
 
     Attributes:
-      key: the signature's key for the tensor (e.g. `contract.USER_ID`), not a graph tensor name.
-      dtype: TensorFlow's dtype name, e.g. "string", "float32".
-      shape: one entry per dimension, None where the size is unknown (e.g. the batch); the whole
-        shape is None when even the rank is unknown.
+      name: the signature key, e.g. "recommend".
+      method_name: the SignatureDef's method, e.g. "tensorflow/serving/predict".
+      inputs, outputs: by the signature's tensor key (e.g. `contract.USER_ID`, not a graph tensor
+        name), the declared dtype and shape; `spec.dtype_name` is e.g. "DT_STRING".
     """
-
-    key: str
-    dtype: str
-    shape: tuple[int | None, ...] | None
-
-
-@dataclass(frozen=True)
-class SignatureDescription:
-    """A signature's name, method and its inputs and outputs keyed by signature key."""
 
     name: str
     method_name: str
-    inputs: dict[str, TensorDescription]
-    outputs: dict[str, TensorDescription]
+    inputs: Mapping[str, TensorSpec]
+    outputs: Mapping[str, TensorSpec]
 
 
 @dataclass(frozen=True)
@@ -63,28 +68,6 @@ class ModelMetadata:
 
 
 @dataclass(frozen=True)
-class VersionStatus:
-    """The state of one model version, as GetModelStatus reports it.
-
-    Attributes:
-      version: the version number (the directory name under the model base path).
-      state: TF Serving's state name: START, LOADING, AVAILABLE, UNLOADING or END (UNKNOWN if
-        the server sent a value this client does not know).
-      error_code: the load status, "OK" when the version loaded (or is loading) without error.
-      error_message: the error's message, "" when `error_code` is "OK".
-    """
-
-    version: int
-    state: str
-    error_code: str = "OK"
-    error_message: str = ""
-
-    @property
-    def available(self) -> bool:
-        return self.state == "AVAILABLE"
-
-
-@dataclass(frozen=True)
 class ModelStatus:
     """Every version of a model the server knows, ascending by version."""
 
@@ -98,7 +81,7 @@ class ModelStatus:
 
 @dataclass(frozen=True)
 class QueryResult:
-    """The ranked lists of one `twotower query`: one list per queried id, in request order.
+    """Ranked lists for a batch of ids from one signature (e.g. one `twotower query`).
 
     Attributes:
       model_name: the model that answered.

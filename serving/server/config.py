@@ -1,7 +1,8 @@
 """Typed configuration of the model server: what to serve, where to listen, and the limits.
 
-One `ServingConfig` drives both servers: the embedded one (`serving.server`) reads it directly and
-the launcher (`serving.launcher`) renders it into TensorFlow Serving's config files and flags.
+One `ServingConfig` drives both servers: the embedded one (`serving.server.server`) reads it
+directly and the launcher (`serving.server.launcher`) renders it into TensorFlow Serving's config
+files and flags.
 The module is pure Python: importing it does not import TensorFlow.
 """
 

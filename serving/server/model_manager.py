@@ -20,251 +20,25 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import grpc
-import numpy as np
-from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
+import tensorflow as tf
 
-from export.contract import ASSETS_EXTRA, SERVING_DEFAULT, WARMUP_FILE
-from export.loading import load_saved_model
-from serving.batching import BatchScheduler, can_batch
-from serving.config import ServingConfig
-from serving.monitoring import ServingMetrics
-from serving.tensors import (
-    StatusError,
-    TensorSpec,
-    check_output_filter,
-    decode_inputs,
-    invalid_argument,
-    status_code,
-)
+from serving.server.batching import BatchScheduler, can_batch
+from serving.server.config import ServingConfig
+from serving.server.monitoring import ServingMetrics
+from serving.server.requests import StatusError, invalid_argument
+from serving.server.servable import Servable, load_servable
+from serving.server.warmup import replay_warmup
+from serving.status import VersionStatus, status_code
 from tfrs_model.errors import ConfigError, ExportError
 
 logger = logging.getLogger(__name__)
 
-# TF Serving refuses warm-up files with more records than this (kMaxNumRecords in warmup_util).
-MAX_WARMUP_RECORDS = 1000
-_SERVE_TAG = "serve"
 _VERSION_DIR = re.compile(r"[0-9]+")
-
-
-@dataclass(frozen=True)
-class Signature:
-    """One callable signature of a loaded SavedModel.
-
-    Attributes:
-      name: the signature key, e.g. "serving_default".
-      inputs, outputs: tensor key -> declared dtype and shape.
-      function: the loaded concrete function, called with one tensor per input key.
-      batcher: merges concurrent calls when batching is on and the signature allows it.
-    """
-
-    name: str
-    inputs: Mapping[str, TensorSpec]
-    outputs: Mapping[str, TensorSpec]
-    function: Callable[..., Mapping[str, Any]] = field(repr=False)
-    batcher: BatchScheduler | None = field(default=None, repr=False)
-
-    def run(
-        self,
-        inputs: Mapping[str, np.ndarray],
-        output_filter: Sequence[str] = (),
-        deadline: float | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Runs the signature on checked inputs (see `serving.tensors.decode_inputs`).
-
-        Args:
-          inputs: one array per input key, of the declared dtype and a compatible shape.
-          output_filter: the output keys to return; empty returns all.
-          deadline: `time.monotonic()` value after which the answer is of no use.
-
-        Returns:
-          The requested outputs as numpy arrays (DT_STRING as object arrays of bytes).
-
-        Raises:
-          StatusError: INVALID_ARGUMENT for a bad output_filter or inputs the model rejects,
-            DEADLINE_EXCEEDED when `deadline` passed, or the model's own error code.
-        """
-        names = check_output_filter(self.name, self.outputs, output_filter)
-        check_deadline(deadline, f"before running signature {self.name!r}")
-        if self.batcher is not None:
-            outputs = self.batcher(inputs, deadline)
-        else:
-            outputs = self.call(inputs, names)
-        check_deadline(deadline, f"while running signature {self.name!r}")
-        return {key: outputs[key] for key in names}
-
-    def call(
-        self, inputs: Mapping[str, np.ndarray], names: Sequence[str] | None = None
-    ) -> dict[str, np.ndarray]:
-        """Calls the model once, unbatched; returns the outputs `names` (default all).
-
-        Raises:
-          StatusError: the model's error code, or INVALID_ARGUMENT for inputs it rejects.
-        """
-        import tensorflow as tf
-
-        tensors = {
-            key: tf.constant(array, dtype=tf.dtypes.as_dtype(self.inputs[key].dtype))
-            for key, array in inputs.items()
-        }
-        try:
-            result = self.function(**tensors)
-        except tf.errors.OpError as error:
-            raise StatusError(
-                status_code(error.error_code), f"signature {self.name!r}: {error.message}"
-            ) from None
-        except (TypeError, ValueError) as error:  # raised before the graph runs, on bad inputs
-            raise invalid_argument(f"signature {self.name!r}: {error}") from None
-        return {key: result[key].numpy() for key in (self.outputs if names is None else names)}
-
-
-@dataclass(frozen=True)
-class Servable:
-    """One loaded, warmed-up version of the model.
-
-    Attributes:
-      name, version, path: the model name, the version number and its directory.
-      signatures: callable signatures by key.
-      signature_def_map: the SavedModel's SignatureDefs as written, for GetModelMetadata.
-      model: the loaded object; holding it keeps its variables and functions alive.
-    """
-
-    name: str
-    version: int
-    path: Path
-    signatures: Mapping[str, Signature]
-    signature_def_map: get_model_metadata_pb2.SignatureDefMap = field(repr=False)
-    model: Any = field(repr=False)
-
-    def signature(self, name: str) -> Signature:
-        """The signature `name`; "" means "serving_default", as in TF Serving.
-
-        Raises:
-          StatusError: FAILED_PRECONDITION, the model has no such signature.
-        """
-        key = name or SERVING_DEFAULT
-        signature = self.signatures.get(key)
-        if signature is None:
-            raise StatusError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f'Serving signature key "{key}" not found. Version {self.version} of model '
-                f"{self.name!r} has signatures: {', '.join(sorted(self.signatures))}",
-            )
-        return signature
-
-    def close(self) -> None:
-        """Stops the batch schedulers; calls still arriving then run unbatched."""
-        for signature in self.signatures.values():
-            if signature.batcher is not None:
-                signature.batcher.close()
-
-
-@dataclass(frozen=True)
-class VersionStatus:
-    """The state of one version, as GetModelStatus reports it.
-
-    Attributes:
-      version: the version number.
-      state: a `ModelVersionStatus.State` name: "LOADING", "AVAILABLE" or "END" (unloaded, or
-        failed to load when `error_code` is not OK).
-      error_code, error_message: why loading failed; OK and "" otherwise.
-      warmup_requests: warm-up requests replayed when the version was loaded.
-    """
-
-    version: int
-    state: str
-    error_code: grpc.StatusCode = grpc.StatusCode.OK
-    error_message: str = ""
-    warmup_requests: int = 0
-
-
-def check_deadline(deadline: float | None, stage: str) -> None:
-    """Raises StatusError DEADLINE_EXCEEDED when the `time.monotonic()` deadline has passed."""
-    if deadline is not None and time.monotonic() >= deadline:
-        raise StatusError(grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline exceeded {stage}")
-
-
-def load_servable(name: str, version: int, path: Path) -> Servable:
-    """Loads the SavedModel in the version directory `path` (ScaNN ops registered first).
-
-    Raises:
-      ExportError: `path` holds no saved_model.pb.
-      Exception: whatever TensorFlow raises for a SavedModel it cannot load.
-    """
-    model = load_saved_model(path)
-    signatures = {key: _signature(key, function) for key, function in model.signatures.items()}
-    return Servable(
-        name=name,
-        version=version,
-        path=path,
-        signatures=signatures,
-        signature_def_map=read_signature_defs(path),
-        model=model,
-    )
-
-
-def read_signature_defs(path: Path) -> get_model_metadata_pb2.SignatureDefMap:
-    """The SignatureDefs of the "serve" MetaGraph in `path/saved_model.pb`, as TF Serving sends.
-
-    They include `__saved_model_init_op` and the graph tensor names, exactly as written.
-    """
-    saved_model = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
-    meta_graphs = list(saved_model.meta_graphs)
-    meta_graph = next((m for m in meta_graphs if _SERVE_TAG in m.meta_info_def.tags), None)
-    if meta_graph is None:
-        raise ExportError(f"{path}/saved_model.pb has no MetaGraph tagged {_SERVE_TAG!r}")
-    return get_model_metadata_pb2.SignatureDefMap(signature_def=dict(meta_graph.signature_def))
-
-
-def replay_warmup(servable: Servable, max_batch_size: int) -> int:
-    """Replays `<version>/assets.extra/tf_serving_warmup_requests`; returns how many it ran.
-
-    The file is a TFRecord of `tensorflow.serving.PredictionLog`; each `predict_log.request` is
-    run against `servable` (its model_spec name and version are ignored, as in TF Serving).
-
-    Raises:
-      StatusError: a record is not a predict_log, a request fails, or there are more than
-        MAX_WARMUP_RECORDS records; the message names the record.
-    """
-    import tensorflow as tf
-
-    path = servable.path / ASSETS_EXTRA / WARMUP_FILE
-    if not path.is_file():
-        return 0
-    count = 0
-    try:
-        for index, record in enumerate(tf.data.TFRecordDataset(str(path)).as_numpy_iterator()):
-            if index >= MAX_WARMUP_RECORDS:
-                raise invalid_argument(f"more than {MAX_WARMUP_RECORDS} records (TF's limit)")
-            try:
-                _replay_record(servable, record, max_batch_size)
-            except StatusError as error:
-                raise StatusError(error.code, f"record {index}: {error.message}") from None
-            count += 1
-    except StatusError as error:
-        raise StatusError(error.code, f"warm-up file {path}: {error.message}") from None
-    except tf.errors.OpError as error:  # e.g. DataLossError for a corrupt TFRecord
-        raise StatusError(
-            status_code(error.error_code), f"warm-up file {path}: {error.message}"
-        ) from None
-    return count
-
-
-def _replay_record(servable: Servable, record: bytes, max_batch_size: int) -> None:
-    log = prediction_log_pb2.PredictionLog.FromString(record)
-    kind = log.WhichOneof("log_type")
-    if kind != "predict_log":
-        raise invalid_argument(f"a {kind} record; only predict_log records are replayed")
-    request = log.predict_log.request
-    signature = servable.signature(request.model_spec.signature_name)
-    inputs = decode_inputs(signature.name, signature.inputs, request.inputs, max_batch_size)
-    signature.run(inputs, request.output_filter)
 
 
 class ModelManager:
@@ -290,6 +64,7 @@ class ModelManager:
         # Replaced, never changed in place: a request reads one consistent snapshot without locking.
         self._available: Mapping[int, Servable] = {}
         self._statuses: dict[int, VersionStatus] = {}
+        self._warmups: dict[int, int] = {}  # warm-up requests replayed, by available version
         # Versions that failed, with their directory's fingerprint then; retried when it changes.
         self._failed: dict[int, tuple] = {}
         self._poll_lock = threading.Lock()
@@ -417,6 +192,11 @@ class ModelManager:
             )
         return [statuses[v] for v in sorted(statuses, reverse=True)]
 
+    def warmup_requests(self, version: int) -> int:
+        """Warm-up requests replayed when `version` last loaded; 0 when it did not load."""
+        with self._lock:
+            return self._warmups.get(version, 0)
+
     def _version_for_label(self, label: str) -> int:
         version = self._config.version_labels.get(label)
         if version is None:
@@ -480,12 +260,15 @@ class ModelManager:
                 message,
             )
             self._failed[version] = _fingerprint(path)
+            with self._lock:
+                self._warmups.pop(version, None)
             self._set_status(VersionStatus(version, "END", code, message))
             self._metrics.model_loaded(name, success=False)
             return
         with self._lock:
             self._available = {**self._available, version: servable}
-            self._statuses[version] = VersionStatus(version, "AVAILABLE", warmup_requests=warmups)
+            self._statuses[version] = VersionStatus(version, "AVAILABLE")
+            self._warmups[version] = warmups
         self._metrics.model_loaded(name, success=True)
         self._metrics.warmup_replayed(name, warmups)
         logger.info(
@@ -540,25 +323,8 @@ class ModelManager:
             self._on_availability(bool(available))
 
 
-def _signature(key: str, function: Any) -> Signature:
-    _, kwargs = function.structured_input_signature
-    return Signature(
-        name=key,
-        inputs={name: _spec(spec) for name, spec in kwargs.items()},
-        outputs={name: _spec(spec) for name, spec in function.structured_outputs.items()},
-        function=function,
-    )
-
-
-def _spec(tf_spec: Any) -> TensorSpec:
-    shape = None if tf_spec.shape.rank is None else tuple(tf_spec.shape.as_list())
-    return TensorSpec(dtype=tf_spec.dtype.as_datatype_enum, shape=shape)
-
-
 def _load_error(error: Exception) -> tuple[grpc.StatusCode, str]:
     """The status code and message GetModelStatus reports for a failed load."""
-    import tensorflow as tf
-
     if isinstance(error, StatusError):
         return error.code, error.message
     if isinstance(error, ExportError):

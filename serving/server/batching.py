@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from serving.tensors import StatusError, TensorSpec
+from export.specs import TensorSpec
+from serving.server.requests import StatusError
 
 Invoke = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 

@@ -13,8 +13,8 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import launcher
-from serving.config import ServingConfig, VersionPolicy
+from serving.server import launcher
+from serving.server.config import ServingConfig, VersionPolicy
 from tfrs_model.errors import ConfigError
 from twotower.commands import serve as serve_cli
 
@@ -149,7 +149,7 @@ def test_serve_runs_tensorflow_model_server_when_it_is_on_path(tmp_path, monkeyp
     config = _config(tmp_path, grpc_port=9500, rest_port=9501)
     config.model_base_path.mkdir(parents=True)
 
-    with caplog.at_level(logging.INFO, logger="serving.launcher"):
+    with caplog.at_level(logging.INFO, logger="serving.server.launcher"):
         status = launcher.serve(config)
 
     assert status == 3  # the server's own exit status
@@ -171,11 +171,11 @@ def test_serve_uses_the_embedded_server_when_asked_or_without_tf_serving(
     monkeypatch.setenv("PATH", str(bin_dir))
     served = []
     monkeypatch.setattr(
-        "serving.server.run_until_signal", lambda config: served.append(config) or 0
+        "serving.server.server.run_until_signal", lambda config: served.append(config) or 0
     )
     config = _config(tmp_path)
 
-    with caplog.at_level(logging.INFO, logger="serving.launcher"):
+    with caplog.at_level(logging.INFO, logger="serving.server.launcher"):
         status = launcher.serve(config, embedded=embedded)
 
     assert (status, served) == (0, [config])

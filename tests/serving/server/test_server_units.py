@@ -1,4 +1,4 @@
-"""The embedded server's pure parts: tensor conversion and checks, the REST JSON codec, the
+"""The embedded server's pure parts: the checks of request tensors, the REST JSON codec, the
 config, the batch scheduler and the metrics. No servers, no SavedModels."""
 
 from __future__ import annotations
@@ -12,73 +12,29 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from serving.batching import BatchScheduler, can_batch
-from serving.config import ServingConfig, VersionPolicy
-from serving.monitoring import ServingMetrics
-from serving.rest import (
+from export.specs import TensorSpec
+from serving.server.batching import BatchScheduler, can_batch
+from serving.server.config import ServingConfig, VersionPolicy
+from serving.server.monitoring import ServingMetrics
+from serving.server.requests import (
+    StatusError,
+    check_input_names,
+    check_output_filter,
+    decode_inputs,
+    decode_tensor,
+)
+from serving.server.rest import (
     decode_json_inputs,
     encode_json_outputs,
     http_status,
     json_to_array,
     parse_predict_body,
 )
-from serving.tensors import (
-    StatusError,
-    TensorSpec,
-    check_input_names,
-    check_output_filter,
-    decode_inputs,
-    to_ndarray,
-    to_tensor_proto,
-)
 from tfrs_model.errors import ConfigError
 
 STRING_BATCH = TensorSpec(types_pb2.DT_STRING, (None,))
 
-# --- tensors ---------------------------------------------------------------------------------
-
-ARRAYS = [
-    np.array([[1.5, -2.0], [0.25, 3.0]], dtype=np.float32),
-    np.array([1.0, 1e300], dtype=np.float64),
-    np.array([[1, -2, 3]], dtype=np.int32),
-    np.array([2**40, -1], dtype=np.int64),
-    np.array([0, 255], dtype=np.uint8),
-    np.array([True, False, True]),
-    np.array([0.5, -1.0], dtype=np.float16),
-    np.array([[b"a", b""], [b"\xff\x00", "é".encode()]], dtype=object),
-    np.zeros((0, 3), dtype=np.float32),
-    np.array(3.5, dtype=np.float32),
-]
-
-
-@pytest.mark.parametrize("array", ARRAYS, ids=lambda a: f"{a.dtype}{list(a.shape)}")
-def test_tensor_protos_round_trip_and_interoperate_with_tensorflow(array):
-    ours = to_tensor_proto(array)
-
-    np.testing.assert_array_equal(to_ndarray(ours), array)
-    np.testing.assert_array_equal(tf.make_ndarray(ours), array)
-    # TF writes numbers to tensor_content; that path must read back the same.
-    np.testing.assert_array_equal(to_ndarray(tf.make_tensor_proto(array)), array)
-    assert to_ndarray(ours).dtype == array.dtype
-
-
-def test_one_value_fills_the_shape_and_missing_values_repeat_the_last():
-    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[7.0])
-    proto.tensor_shape.dim.add(size=3)
-    padded = tensor_pb2.TensorProto(dtype=types_pb2.DT_INT64, int64_val=[1, 2])
-    padded.tensor_shape.dim.add(size=4)
-
-    np.testing.assert_array_equal(to_ndarray(proto), [7.0, 7.0, 7.0])
-    np.testing.assert_array_equal(to_ndarray(padded), [1, 2, 2, 2])  # as TensorFlow does
-
-
-def test_dtypes_without_a_numpy_twin_go_through_tensorflow():
-    array = tf.constant([1.5, 2.0], dtype=tf.bfloat16)
-
-    proto = to_tensor_proto(array.numpy(), types_pb2.DT_BFLOAT16)
-
-    assert proto.dtype == types_pb2.DT_BFLOAT16
-    np.testing.assert_array_equal(to_ndarray(proto).astype(np.float32), [1.5, 2.0])
+# --- request tensors -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -107,7 +63,7 @@ def test_dtypes_without_a_numpy_twin_go_through_tensorflow():
 )
 def test_malformed_protos_are_invalid_argument(proto, message):
     with pytest.raises(StatusError, match="tensor parsing error") as caught:
-        to_ndarray(proto)
+        decode_tensor(proto)
 
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert message in caught.value.message

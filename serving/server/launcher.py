@@ -4,7 +4,7 @@ The render functions are pure: they turn a config into TF Serving's text-proto c
 (`--model_config_file`, `--batching_parameters_file`, `--monitoring_config_file`) and into the
 `tensorflow_model_server` argv. `serve(config)` is what `twotower serve` calls: it writes the
 files to a temporary directory and runs `tensorflow_model_server` when it is on PATH, and starts
-the embedded server (`serving.server`) otherwise or when asked to.
+the embedded server (`serving.server.server`) otherwise or when asked to.
 
 Importing this module does not import TensorFlow.
 """
@@ -31,8 +31,8 @@ from google.protobuf import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.config import ServingConfig
-from serving.monitoring import PROMETHEUS_PATH
+from serving.server.config import ServingConfig
+from serving.server.monitoring import PROMETHEUS_PATH
 from tfrs_model.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def serve(config: ServingConfig, embedded: bool = False) -> int:
             "serving with the embedded server (%s)",
             "--embedded" if embedded else f"{MODEL_SERVER_BINARY} is not on PATH",
         )
-        from serving.server import run_until_signal
+        from serving.server.server import run_until_signal  # imports TensorFlow: only here
 
         return run_until_signal(config)
     logger.info("serving with %s (%s)", MODEL_SERVER_BINARY, binary)

@@ -21,12 +21,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import get_model_status_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from export.contract import SCORES, USER_ID
-from serving.server import EmbeddedServer
+from serving.server.config import VersionPolicy
+from serving.server.server import EmbeddedServer
 from tfrs_model.errors import ConfigError
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 TIMEOUT = 10
 
 
@@ -148,7 +149,7 @@ def test_warmup_requests_are_replayed_and_counted(served, tiny, write_version):
     _, server, _ = served(lambda base: write_version(base, 1, warmup=warmup))
 
     (status,) = server.manager.status(tiny.model_name)
-    assert (status.state, status.warmup_requests) == ("AVAILABLE", 3)
+    assert (status.state, server.manager.warmup_requests(1)) == ("AVAILABLE", 3)
     assert (
         'serving_warmup_requests_total{model="tiny"} 3.0' in server.metrics.exposition()[0].decode()
     )
@@ -167,8 +168,6 @@ def test_hidden_and_non_numeric_directories_are_ignored(served, tiny, write_vers
 
 
 def test_specific_policy_serves_exactly_the_listed_versions(served, tiny, write_version):
-    from serving.config import VersionPolicy
-
     def setup(base: Path) -> None:
         for version in (1, 2, 3):
             write_version(base, version)

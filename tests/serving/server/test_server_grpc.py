@@ -1,6 +1,6 @@
 """The embedded server through TF Serving's official stubs and its REST API, on loopback.
 
-One server (module scope) serves versions 1 and 2 of the tiny model (see conftest.py), with the
+One server (module scope) serves versions 1 and 2 of the tiny model (see tests/fixtures/servers.py), with the
 labels stable -> 1 and canary -> 3 (3 is never loaded).
 """
 
@@ -23,6 +23,7 @@ from tensorflow_serving.apis import (
 )
 
 from export.contract import EMBEDDING, ITEM_IDS, QUERY_EMBEDDING, SCORES, SERVING_DEFAULT, USER_ID
+from serving.server.server import EmbeddedServer
 
 pytestmark = pytest.mark.integration
 
@@ -188,8 +189,6 @@ def test_predict_errors_have_tf_serving_codes_and_say_what_was_wrong(
 def test_message_over_the_size_limit_is_invalid_argument_naming_the_limit(
     tmp_path, tiny, write_version
 ):
-    from serving.server import EmbeddedServer
-
     write_version(tmp_path, 1)
     server = EmbeddedServer(tiny.config(tmp_path, max_message_bytes=1000, rest_port=None))
     server.start()

@@ -25,9 +25,9 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 import numpy as np
@@ -39,22 +39,20 @@ from tensorflow_serving.apis import (
     predict_pb2,
 )
 
-from serving.config import ServingConfig
-from serving.monitoring import PROMETHEUS_PATH, ServingMetrics
-from serving.tensors import (
+from export.specs import TensorSpec, dtype_name
+from serving.codec import TensorCodecError, numpy_dtype
+from serving.server.api import SIGNATURE_DEF_FIELD, ServingApi
+from serving.server.config import ServingConfig
+from serving.server.monitoring import PROMETHEUS_PATH, RequestRecord, ServingMetrics
+from serving.server.requests import (
     StatusError,
-    TensorSpec,
     check_input,
     check_input_names,
+    decode_tensor,
+    encode_tensor,
     invalid_argument,
-    numpy_dtype,
-    to_ndarray,
-    to_tensor_proto,
 )
 from tfrs_model.errors import ConfigError
-
-if TYPE_CHECKING:
-    from serving.server import ServingApi
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +100,7 @@ def parse_predict_body(body: bytes) -> tuple[str, str, Any]:
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise invalid_argument(f"JSON Parse error: {error}") from None
+        raise invalid_argument(f"JSON Parse error: {error}") from error
     if not isinstance(document, dict):
         raise invalid_argument("the request body must be a JSON object")
     signature_name = document.get("signature_name", "")
@@ -167,7 +165,12 @@ def json_to_array(value: Any, dtype: int, name: str) -> np.ndarray:
       StatusError: INVALID_ARGUMENT for ragged lists or values of the wrong JSON type.
     """
     shape = _json_shape(value, name)
-    target = numpy_dtype(dtype)
+    try:
+        target = numpy_dtype(dtype)
+    except TensorCodecError as error:
+        raise invalid_argument(
+            f"{dtype_name(dtype)} tensors cannot be converted from JSON"
+        ) from error
     leaves = [_leaf(item, target, name) for item in _flatten(value)]
     if target.kind == "O":
         flat = np.empty(len(leaves), dtype=object)
@@ -211,7 +214,7 @@ class RestServer:
         except OSError as error:
             raise ConfigError(
                 f"cannot listen for REST on {config.host}:{config.rest_port}: {error}"
-            ) from None
+            ) from error
         self._thread: threading.Thread | None = None
 
     @property
@@ -323,7 +326,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
 
-    def _predict(self, name: str, version: str | None, label: str | None, record) -> dict:
+    def _predict(
+        self, name: str, version: str | None, label: str | None, record: RequestRecord
+    ) -> dict:
         config = self.server.config
         length = int(self.headers.get("Content-Length") or 0)
         if length > config.max_message_bytes:
@@ -340,12 +345,14 @@ class _Handler(BaseHTTPRequestHandler):
         )
         request = predict_pb2.PredictRequest(model_spec=spec)
         for key, array in arrays.items():
-            request.inputs[key].CopyFrom(to_tensor_proto(array, signature.inputs[key].dtype))
+            request.inputs[key].CopyFrom(encode_tensor(array, signature.inputs[key].dtype))
         response = self.server.api.predict(request, deadline, record)
-        outputs = {key: to_ndarray(proto) for key, proto in response.outputs.items()}
+        outputs = {key: decode_tensor(proto) for key, proto in response.outputs.items()}
         return encode_json_outputs(outputs, request_format)
 
-    def _status(self, name: str | None, version: str | None, label: str | None, record) -> dict:
+    def _status(
+        self, name: str | None, version: str | None, label: str | None, record: RequestRecord
+    ) -> dict:
         if not name:
             raise invalid_argument("Missing model name in request.")
         request = get_model_status_pb2.GetModelStatusRequest(
@@ -353,22 +360,24 @@ class _Handler(BaseHTTPRequestHandler):
         )
         return _as_dict(self.server.api.model_status(request, record))
 
-    def _metadata(self, name: str | None, version: str | None, label: str | None, record) -> dict:
+    def _metadata(
+        self, name: str | None, version: str | None, label: str | None, record: RequestRecord
+    ) -> dict:
         if not name:
             raise invalid_argument("Missing model name in request.")
         request = get_model_metadata_pb2.GetModelMetadataRequest(
-            model_spec=_model_spec(name, version, label), metadata_field=["signature_def"]
+            model_spec=_model_spec(name, version, label), metadata_field=[SIGNATURE_DEF_FIELD]
         )
         response = self.server.api.model_metadata(request, record)
         signature_defs = get_model_metadata_pb2.SignatureDefMap()
-        response.metadata["signature_def"].Unpack(signature_defs)
+        response.metadata[SIGNATURE_DEF_FIELD].Unpack(signature_defs)
         # TF Serving prints the packed map unpacked, under metadata.signature_def.
         return {
             "model_spec": _as_dict(response.model_spec),
-            "metadata": {"signature_def": _as_dict(signature_defs)},
+            "metadata": {SIGNATURE_DEF_FIELD: _as_dict(signature_defs)},
         }
 
-    def _json_call(self, api: str, call) -> None:
+    def _json_call(self, api: str, call: Callable[[RequestRecord], dict]) -> None:
         with self.server.metrics.request(api, "rest") as record:
             try:
                 document = call(record)
@@ -455,8 +464,8 @@ def _leaf(value: Any, target: np.dtype, name: str) -> Any:
         if isinstance(value, dict) and set(value) == {_B64} and isinstance(value[_B64], str):
             try:
                 return base64.b64decode(value[_B64], validate=True)
-            except binascii.Error:
-                raise invalid_argument(f"input {name!r}: invalid base64 in {value}") from None
+            except binascii.Error as error:
+                raise invalid_argument(f"input {name!r}: invalid base64 in {value}") from error
         raise invalid_argument(f"input {name!r} expects strings, got {json.dumps(value)}")
     if target == np.bool_:
         if isinstance(value, bool):

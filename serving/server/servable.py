@@ -1,0 +1,185 @@
+"""One loaded version of a model: its callable signatures and the SignatureDefs it was saved with.
+
+`load_servable` loads a version directory (ScaNN ops registered first, `export.loading`) and reads
+each signature's input and output specs with `export.specs.signature_specs`, the converter the
+exporter, the model card and the client's metadata share. A `Signature` runs on checked numpy
+inputs (`serving.server.requests.decode_inputs`) and fails with `StatusError`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2
+
+from export.contract import SERVING_DEFAULT
+from export.loading import load_saved_model
+from export.specs import TensorSpec, signature_specs
+from serving.server.batching import BatchScheduler
+from serving.server.requests import StatusError, check_output_filter, invalid_argument
+from serving.status import status_code
+from tfrs_model.errors import ExportError
+
+_SERVE_TAG = "serve"
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One callable signature of a loaded SavedModel.
+
+    Attributes:
+      name: the signature key, e.g. "serving_default".
+      inputs, outputs: tensor key -> declared dtype and shape.
+      function: the loaded concrete function, called with one tensor per input key.
+      batcher: merges concurrent calls when batching is on and the signature allows it.
+    """
+
+    name: str
+    inputs: Mapping[str, TensorSpec]
+    outputs: Mapping[str, TensorSpec]
+    function: Callable[..., Mapping[str, Any]] = field(repr=False)
+    batcher: BatchScheduler | None = field(default=None, repr=False)
+
+    def run(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+        deadline: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Runs the signature on checked inputs (see `serving.server.requests.decode_inputs`).
+
+        Args:
+          inputs: one array per input key, of the declared dtype and a compatible shape.
+          output_filter: the output keys to return; empty returns all.
+          deadline: `time.monotonic()` value after which the answer is of no use.
+
+        Returns:
+          The requested outputs as numpy arrays (DT_STRING as object arrays of bytes).
+
+        Raises:
+          StatusError: INVALID_ARGUMENT for a bad output_filter or inputs the model rejects,
+            DEADLINE_EXCEEDED when `deadline` passed, or the model's own error code.
+        """
+        names = check_output_filter(self.name, self.outputs, output_filter)
+        check_deadline(deadline, f"before running signature {self.name!r}")
+        if self.batcher is not None:
+            outputs = self.batcher(inputs, deadline)
+        else:
+            outputs = self.call(inputs, names)
+        check_deadline(deadline, f"while running signature {self.name!r}")
+        return {key: outputs[key] for key in names}
+
+    def call(
+        self, inputs: Mapping[str, np.ndarray], names: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Calls the model once, unbatched; returns the outputs `names` (default all).
+
+        Raises:
+          StatusError: the model's error code, or INVALID_ARGUMENT for inputs it rejects.
+        """
+        tensors = {
+            key: tf.constant(array, dtype=tf.dtypes.as_dtype(self.inputs[key].dtype))
+            for key, array in inputs.items()
+        }
+        try:
+            result = self.function(**tensors)
+        except tf.errors.OpError as error:
+            raise StatusError(
+                status_code(error.error_code), f"signature {self.name!r}: {error.message}"
+            ) from error
+        except (TypeError, ValueError) as error:  # raised before the graph runs, on bad inputs
+            raise invalid_argument(f"signature {self.name!r}: {error}") from error
+        return {key: result[key].numpy() for key in (self.outputs if names is None else names)}
+
+
+@dataclass(frozen=True)
+class Servable:
+    """One loaded, warmed-up version of the model.
+
+    Attributes:
+      name, version, path: the model name, the version number and its directory.
+      signatures: callable signatures by key.
+      signature_def_map: the SavedModel's SignatureDefs as written, for GetModelMetadata.
+      model: the loaded object; holding it keeps its variables and functions alive.
+    """
+
+    name: str
+    version: int
+    path: Path
+    signatures: Mapping[str, Signature]
+    signature_def_map: get_model_metadata_pb2.SignatureDefMap = field(repr=False)
+    model: Any = field(repr=False)
+
+    def signature(self, name: str) -> Signature:
+        """The signature `name`; "" means "serving_default", as in TF Serving.
+
+        Raises:
+          StatusError: FAILED_PRECONDITION, the model has no such signature.
+        """
+        key = name or SERVING_DEFAULT
+        signature = self.signatures.get(key)
+        if signature is None:
+            raise StatusError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f'Serving signature key "{key}" not found. Version {self.version} of model '
+                f"{self.name!r} has signatures: {', '.join(sorted(self.signatures))}",
+            )
+        return signature
+
+    def close(self) -> None:
+        """Stops the batch schedulers; calls still arriving then run unbatched."""
+        for signature in self.signatures.values():
+            if signature.batcher is not None:
+                signature.batcher.close()
+
+
+def check_deadline(deadline: float | None, stage: str) -> None:
+    """Raises StatusError DEADLINE_EXCEEDED when the `time.monotonic()` deadline has passed."""
+    if deadline is not None and time.monotonic() >= deadline:
+        raise StatusError(grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline exceeded {stage}")
+
+
+def load_servable(name: str, version: int, path: Path) -> Servable:
+    """Loads the SavedModel in the version directory `path` (ScaNN ops registered first).
+
+    Raises:
+      ExportError: `path` holds no saved_model.pb, or no MetaGraph tagged "serve".
+      Exception: whatever TensorFlow raises for a SavedModel it cannot load.
+    """
+    model = load_saved_model(path)
+    signatures = {}
+    for key, function in model.signatures.items():
+        specs = signature_specs(function)
+        signatures[key] = Signature(key, specs.inputs, specs.outputs, function)
+    return Servable(
+        name=name,
+        version=version,
+        path=path,
+        signatures=signatures,
+        signature_def_map=read_signature_defs(path),
+        model=model,
+    )
+
+
+def read_signature_defs(path: Path) -> get_model_metadata_pb2.SignatureDefMap:
+    """The SignatureDefs of the "serve" MetaGraph in `path/saved_model.pb`, as TF Serving sends.
+
+    They include `__saved_model_init_op` and the graph tensor names, exactly as written.
+
+    Raises:
+      ExportError: the SavedModel has no MetaGraph tagged "serve".
+    """
+    saved_model = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    meta_graphs = list(saved_model.meta_graphs)
+    meta_graph = next((m for m in meta_graphs if _SERVE_TAG in m.meta_info_def.tags), None)
+    if meta_graph is None:
+        raise ExportError(f"{path}/saved_model.pb has no MetaGraph tagged {_SERVE_TAG!r}")
+    return get_model_metadata_pb2.SignatureDefMap(signature_def=dict(meta_graph.signature_def))
