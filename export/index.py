@@ -18,9 +18,10 @@ k may be a Python int or a scalar int32 tensor, also inside a saved function: th
 ops take `final_num_neighbors` and `pre_reorder_num_neighbors` as tensor inputs, so one exported
 signature serves any k (checked by saving, reloading in a fresh process and querying).
 
-Identifiers may be `tf.string`, `tf.int32` or `tf.int64`. Exclusions must have the identifiers'
-dtype and be padded with the pad identifier (`""` for strings, `-1` for integers), which must not
-be a real identifier. The pad identifier also marks result slots without a candidate.
+Identifiers are catalog rows, `tf.int32` or `tf.int64` (the export maps item ids to rows with a
+lookup table before and after the index, so the index never compares strings). Exclusions have the
+identifiers' dtype and are padded with `INT_PAD` (-1), which must not be a real identifier; it also
+marks result slots without a candidate.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from export.contract import PAD
 from tfrs_model.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -43,9 +43,9 @@ BRUTE_FORCE = "brute-force"
 INDEX_KINDS = (SCANN, BRUTE_FORCE)
 DISTANCE_MEASURE = "dot_product"
 
-# Pad identifier per identifier dtype: marks excluded padding and result slots without a candidate.
+# The pad identifier: marks excluded padding and result slots without a candidate.
 INT_PAD = -1
-SUPPORTED_IDENTIFIER_DTYPES = (tf.string, tf.int32, tf.int64)
+SUPPORTED_IDENTIFIER_DTYPES = (tf.int32, tf.int64)
 
 # Rules for the derived ScaNN parameters (see the module docstring for how they were chosen).
 # ScaNN's asymmetric hashing trains 16 centres per block, so it needs at least 16 candidates;
@@ -60,9 +60,6 @@ MIN_CANDIDATES_SEARCHED = 10_000
 # Candidates re-scored exactly after the quantized pass: at least 1000 and 20 per result.
 MIN_REORDERING_CANDIDATES = 1000
 REORDERING_CANDIDATES_PER_RESULT = 20
-
-# Fingerprint64 of a string, kept in [0, 2**63 - 1): used to sort and search string identifiers.
-_HASH_BUCKETS = 2**63 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,10 +267,6 @@ def resolved_parameters(
     return params
 
 
-def _pad_id(dtype: tf.DType) -> str | int:
-    return PAD if dtype == tf.string else INT_PAD
-
-
 def _clamp_k(k: int | tf.Tensor, num_candidates: int) -> int | tf.Tensor:
     """min(k, N), staying a Python int when k is one (so result shapes stay static)."""
     if isinstance(k, int):
@@ -288,7 +281,7 @@ class BruteForceIndex(tfrs.layers.factorized_top_k.BruteForce):
     """
 
     num_candidates: int
-    pad_id: str | int
+    pad_id: int
     identifier_dtype: tf.DType
 
     def call(
@@ -323,7 +316,7 @@ class ScaNNIndex(tfrs.layers.factorized_top_k.ScaNN):
     """
 
     num_candidates: int
-    pad_id: str | int
+    pad_id: int
     identifier_dtype: tf.DType
     reordering: int
 
@@ -389,8 +382,8 @@ def build_index(
     Args:
       config: the index configuration.
       candidates: [N, dim] float32 candidate embeddings.
-      identifiers: [N] identifiers returned for the candidates: tf.string, tf.int32 or tf.int64
-        (e.g. `tf.range(N)` for row indices). The pad identifier ("" or -1) must not occur.
+      identifiers: [N] tf.int32 or tf.int64 identifiers returned for the candidates, e.g.
+        `tf.range(N)` for catalog rows. The pad identifier -1 must not occur.
 
     Returns:
       A `ScaNNIndex` (a `tfrs.layers.factorized_top_k.ScaNN`) or a `BruteForceIndex` (a
@@ -414,7 +407,8 @@ def build_index(
         )
     if identifiers.dtype not in SUPPORTED_IDENTIFIER_DTYPES:
         raise DataError(
-            f"identifiers must be tf.string, tf.int32 or tf.int64 (got {identifiers.dtype.name})"
+            f"identifiers must be tf.int32 or tf.int64 catalog rows (got "
+            f"{identifiers.dtype.name}); map item ids to rows, e.g. tf.range(N)"
         )
     num_candidates, dim = int(candidates.shape[0]), int(candidates.shape[1])
     params = resolved_parameters(config, num_candidates, dim)
@@ -438,7 +432,7 @@ def build_index(
         )
         index.reordering = reordering
     index.num_candidates = num_candidates
-    index.pad_id = _pad_id(identifiers.dtype)
+    index.pad_id = INT_PAD
     index.identifier_dtype = identifiers.dtype
     index.index(candidates, identifiers)
     index(tf.zeros([1, dim], tf.float32), k=params["k"])
@@ -463,9 +457,7 @@ def retrieve(
     Asks the index for min(k + E, N) candidates, drops the excluded ones and keeps the best k,
     so the result is exact for brute force whenever at least k candidates remain. The membership
     test sorts each row's exclusions and binary-searches them (O(B (k + E) log E)), never
-    comparing every candidate with every exclusion. String identifiers are compared by their
-    64-bit fingerprints and the match is then confirmed by string equality, so it is exact
-    unless two exclusions of one row share a fingerprint. Works inside a `tf.function` with an
+    comparing every candidate with every exclusion. Works inside a `tf.function` with an
     `input_signature` of dynamic batch and E, and k a scalar int32 tensor.
 
     Args:
@@ -473,7 +465,7 @@ def retrieve(
       queries: [B, dim] float32 query embeddings.
       k: results per query: a Python int or a scalar int32 tensor. Clamped to N.
       exclude_ids: [B, E] identifiers to leave out (dtype of the index's identifiers), padded
-        with the pad identifier ("" or -1); None for no exclusions.
+        with -1; None for no exclusions.
 
     Returns:
       (scores [B, min(k, N)] float32 descending, identifiers [B, min(k, N)]). Slots left without
@@ -515,18 +507,8 @@ def retrieve(
 
 def _is_excluded(identifiers: tf.Tensor, exclude: tf.Tensor) -> tf.Tensor:
     """[B, n] bool: whether identifiers[b, i] occurs in exclude[b, :] ([B, E], E >= 1)."""
-    if identifiers.dtype == tf.string:
-        keys = tf.strings.to_hash_bucket_fast(identifiers, _HASH_BUCKETS)
-        exclude_keys = tf.strings.to_hash_bucket_fast(exclude, _HASH_BUCKETS)
-    else:
-        keys, exclude_keys = identifiers, exclude
-    order = tf.argsort(exclude_keys, axis=1, stable=True)
-    sorted_keys = tf.gather(exclude_keys, order, batch_dims=1)
-    positions = tf.searchsorted(sorted_keys, keys, side="left")
+    sorted_exclude = tf.sort(exclude, axis=1)
+    positions = tf.searchsorted(sorted_exclude, identifiers, side="left")
     # A key past the end lands on the last exclusion, which is smaller, so it does not match.
     positions = tf.minimum(positions, tf.shape(exclude)[1] - 1)
-    hit = tf.equal(tf.gather(sorted_keys, positions, batch_dims=1), keys)
-    if identifiers.dtype == tf.string:
-        sorted_exclude = tf.gather(exclude, order, batch_dims=1)
-        hit &= tf.equal(tf.gather(sorted_exclude, positions, batch_dims=1), identifiers)
-    return hit
+    return tf.equal(tf.gather(sorted_exclude, positions, batch_dims=1), identifiers)

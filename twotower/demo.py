@@ -65,12 +65,12 @@ def run_demo(config: DemoConfig) -> int:
     """Runs every step, printing what it does; returns the exit code."""
     from export.index import IndexConfig
     from export.savedmodel import ExportConfig, export_run
-    from serving.client import ClientConfig, QueryRequest, run_query
-    from serving.config import ServingConfig
-    from serving.server import EmbeddedServer
+    from serving.client import ClientConfig
+    from serving.server.config import ServingConfig
+    from serving.server.server import EmbeddedServer
     from tfrs_model.evaluation.evaluate import markdown_report
     from tfrs_model.evaluation.service import evaluate_run_dir
-    from twotower.commands.query import format_table
+    from twotower.commands.query import QueryRequest, format_table, run_query
 
     _banner("1/5 train on MovieLens 100K")
     _train_if_needed(config)

@@ -142,7 +142,8 @@ def test_build_index_tiny_catalog_logs_the_fallback(caplog):
         (np.zeros((3, 2), np.float64), np.arange(3), "float32"),
         (np.zeros(3, np.float32), np.arange(3), "[N, dim]"),
         (np.zeros((3, 2), np.float32), np.arange(2), "one identifier per candidate"),
-        (np.zeros((3, 2), np.float32), np.zeros(3, np.float32), "tf.string, tf.int32"),
+        (np.zeros((3, 2), np.float32), np.zeros(3, np.float32), "tf.int32 or tf.int64"),
+        (np.zeros((3, 2), np.float32), np.array([b"a", b"b", b"c"]), "catalog rows"),
     ],
 )
 def test_build_index_rejects_bad_inputs(candidates, identifiers, fragment):
@@ -157,16 +158,16 @@ def test_build_index_rejects_bad_inputs(candidates, identifiers, fragment):
 
 
 def test_brute_force_retrieve_hand_checked():
-    # Query [1, 0] scores each candidate by its first coordinate: a=5, b=4, c=3, d=2, e=1.
+    # Query [1, 0] scores each candidate by its first coordinate: 10=5, 20=4, 30=3, 40=2, 50=1.
     candidates = np.array([[3, 0], [5, 0], [1, 9], [4, 0], [2, 0]], np.float32)
-    ids = tf.constant([b"c", b"a", b"e", b"b", b"d"])
+    ids = tf.constant([30, 10, 50, 20, 40])
     index = build_index(IndexConfig(kind=BRUTE_FORCE, k=3), tf.constant(candidates), ids)
     queries = tf.constant([[1.0, 0.0], [1.0, 0.0]])
-    # Row 0 excludes a and c (plus padding): best remaining are b=4, d=2, e=1.
-    # Row 1 excludes nothing but padding: a=5, b=4, c=3.
-    exclude = tf.constant([[b"a", b"c", b""], [b"", b"", b""]])
+    # Row 0 excludes 10 and 30 (plus padding): best remaining are 20=4, 40=2, 50=1.
+    # Row 1 excludes nothing but padding: 10=5, 20=4, 30=3.
+    exclude = tf.constant([[10, 30, INT_PAD], [INT_PAD, INT_PAD, INT_PAD]])
     scores, found = retrieve(index, queries, 3, exclude)
-    assert found.numpy().tolist() == [[b"b", b"d", b"e"], [b"a", b"b", b"c"]]
+    assert found.numpy().tolist() == [[20, 40, 50], [10, 20, 30]]
     np.testing.assert_allclose(scores.numpy(), [[4, 2, 1], [5, 4, 3]])
 
 
@@ -187,7 +188,7 @@ def _numpy_top_k_excluding(candidates, queries, k, exclude_rows):
     return np.take_along_axis(scores, order, axis=1), order
 
 
-@pytest.mark.parametrize("id_dtype", [tf.int32, tf.int64, tf.string])
+@pytest.mark.parametrize("id_dtype", [tf.int32, tf.int64])
 def test_brute_force_retrieve_equals_numpy_exact_top_k(id_dtype):
     rng = np.random.default_rng(1)
     candidates = rng.standard_normal((300, 8)).astype(np.float32)
@@ -200,14 +201,9 @@ def test_brute_force_retrieve_equals_numpy_exact_top_k(id_dtype):
         exclude_rows[row, : len(chosen)] = chosen
     expected_scores, expected_rows = _numpy_top_k_excluding(candidates, queries, 10, exclude_rows)
 
-    if id_dtype == tf.string:
-        names = np.array([f"item{i}".encode() for i in range(300)] + [b""], dtype=object)
-        identifiers, exclude = tf.constant(names[:300]), tf.constant(names[exclude_rows])
-        expected_ids = names[expected_rows]
-    else:
-        identifiers = tf.range(300, dtype=id_dtype)
-        exclude = tf.constant(exclude_rows, dtype=id_dtype)
-        expected_ids = expected_rows
+    identifiers = tf.range(300, dtype=id_dtype)
+    exclude = tf.constant(exclude_rows, dtype=id_dtype)
+    expected_ids = expected_rows
     index = build_index(IndexConfig(kind=BRUTE_FORCE, k=10), tf.constant(candidates), identifiers)
     scores, found = retrieve(index, tf.constant(queries), tf.constant(10), exclude)
     np.testing.assert_array_equal(found.numpy(), expected_ids)
@@ -226,7 +222,7 @@ def test_retrieve_rejects_exclusions_of_another_dtype():
     candidates, queries = _catalog(num_items=20)
     index = build_index(IndexConfig(kind=BRUTE_FORCE), tf.constant(candidates), tf.range(20))
     with pytest.raises(DataError, match="int32"):
-        retrieve(index, tf.constant(queries), 5, tf.constant([[b"x"]] * 16))
+        retrieve(index, tf.constant(queries), 5, tf.constant([[3]] * 16, tf.int64))
 
 
 def test_scann_defaults_reach_recall_095_on_clustered_catalog():
@@ -279,7 +275,7 @@ class _Serving(tf.Module):
             input_signature=[
                 tf.TensorSpec([None, dim], tf.float32),
                 tf.TensorSpec([], tf.int32),
-                tf.TensorSpec([None, None], tf.string),
+                tf.TensorSpec([None, None], tf.int32),
             ],
         )
 
@@ -291,9 +287,9 @@ class _Serving(tf.Module):
 @pytest.mark.parametrize("kind", [SCANN, BRUTE_FORCE])
 def test_exported_module_round_trip_with_tensor_k(kind, tmp_path):
     candidates, queries = _catalog(num_items=500, dim=8, num_queries=6)
-    ids = tf.constant([f"item{i}".encode() for i in range(500)])
+    ids = tf.range(500)
     module = _Serving(build_index(IndexConfig(kind=kind, k=10), tf.constant(candidates), ids), 8)
-    exclude = tf.constant([[b"item1", b"item2", b""]] * 6)
+    exclude = tf.constant([[1, 2, INT_PAD]] * 6)
     before = {k: module.recommend(tf.constant(queries), tf.constant(k), exclude) for k in (3, 7)}
     tf.saved_model.save(
         module,
@@ -310,5 +306,5 @@ def test_exported_module_round_trip_with_tensor_k(kind, tmp_path):
         np.testing.assert_array_equal(after["item_ids"].numpy(), before[k]["item_ids"].numpy())
         np.testing.assert_allclose(after["scores"].numpy(), before[k]["scores"].numpy())
     # A batch size not seen before, and more exclusion columns.
-    more = loaded.recommend(tf.constant(queries[:2]), tf.constant(4), tf.constant([[b""] * 9] * 2))
+    more = loaded.recommend(tf.constant(queries[:2]), tf.constant(4), tf.constant([[INT_PAD] * 9] * 2))
     assert more["item_ids"].shape == (2, 4)

@@ -58,7 +58,7 @@ def _pod_spec(docs: list[dict]) -> dict:
 
 def _rest_paths() -> set[str]:
     """GET paths the server answers on its REST port."""
-    # TF Serving and `twotower serve --embedded` (serving/rest.py) answer the same paths.
+    # TF Serving and `twotower serve --embedded` (serving/server/rest.py) answer the same paths.
     model = f"/v1/models/{contract.DEFAULT_MODEL_NAME}"
     return {model, f"{model}/metadata", PROMETHEUS_PATH}
 
