@@ -14,7 +14,8 @@ and behind in another. Threads spent slightly less client CPU per request (~300 
 `twotower bench serve` defaults to threads; aio stays available for many-connection clients.
 
 Both modes open their own channel here (`open_channel`), plaintext or TLS as the client config
-says. Latency percentiles are those of `benchmarks.stats` (linear interpolation), as in the index
+says. The client config's retries are turned off (`without_retries`): every failed request is
+counted under its status code, none is resent. Latency percentiles are those of `benchmarks.stats` (linear interpolation), as in the index
 benchmark.
 """
 
@@ -25,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -209,12 +210,18 @@ def request_inputs(signature: SignatureDescription, ids: Sequence[str]) -> dict[
     return given
 
 
+def without_retries(client: ClientConfig) -> ClientConfig:
+    """`client` with one attempt per call: nothing is resent, every failure is counted as it
+    happens (and a target with no server answers UNAVAILABLE, not a deadline spent retrying)."""
+    return replace(client, retry=replace(client.retry, max_attempts=1))
+
+
 def open_channel(config: ClientConfig, *, aio: bool = False) -> Any:
     """A channel to `config.target`: a `grpc.Channel`, or a `grpc.aio.Channel` if `aio`.
 
-    Plaintext, or TLS with the credentials of `config.tls`; options from `channel_options`
-    (message sizes, TLS name override), as the client's own channel has them. An aio channel
-    must be opened inside the event loop that uses it.
+    Plaintext, or TLS with the credentials of `config.tls`; options from `channel_options`, as
+    the client's own channel has them. An aio channel must be opened inside the event loop that
+    uses it.
 
     Raises:
       ConfigError: a TLS file cannot be read.
@@ -344,12 +351,14 @@ def run_load_test(config: LoadTestConfig) -> LoadTestResult:
     """Runs the closed-loop load test `config` describes against `config.client.target`.
 
     Reads the signature's inputs with GetModelMetadata first, then blocks for about
-    `warmup_s + duration_s` seconds (less when `max_requests` runs out first).
+    `warmup_s + duration_s` seconds (less when `max_requests` runs out first). No call is
+    retried, whatever `config.client.retry` says (`without_retries`).
 
     Raises:
       ServingError: the metadata call failed, or no connection within the client's timeout.
       ConfigError: the model has no such signature, or its inputs cannot be built from ids.
     """
+    config = replace(config, client=without_retries(config.client))
     with TwoTowerClient(config.client) as client:
         metadata = client.metadata()
     signature = metadata.signatures.get(config.signature)

@@ -6,6 +6,7 @@ The percentile definition itself is tested in test_stats.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from benchmarks.serve import (
     request_inputs,
     run_load_test,
     summarize,
+    without_retries,
 )
 from export import contract
 from export.specs import TensorSpec
@@ -99,6 +101,14 @@ def test_request_inputs_pads_only_string_inputs():
     )
     with pytest.raises(ConfigError, match=r"needs input 'age' \(DT_FLOAT \[-1\]\)"):
         request_inputs(signature, ["7"])
+
+
+def test_without_retries_keeps_everything_but_the_attempts():
+    client = ClientConfig(target="h:1", timeout_s=3.0)
+    once = without_retries(client)
+    assert once.retry.max_attempts == 1 and client.retry.max_attempts > 1
+    assert once == dataclasses.replace(client, retry=once.retry)
+    assert dataclasses.replace(once.retry, max_attempts=client.retry.max_attempts) == client.retry
 
 
 def test_open_channel_plaintext_and_tls_in_both_modes(tmp_path):
