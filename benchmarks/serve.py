@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,13 +32,12 @@ from typing import Any
 
 import grpc
 import numpy as np
-from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from benchmarks.report import markdown_table
 from benchmarks.stats import percentiles
 from export import contract
-from export.specs import TensorSpec, signature_specs
+from export.specs import signature_specs
 from serving.client import (
     ClientConfig,
     ServingError,
@@ -46,6 +45,7 @@ from serving.client import (
     TwoTowerClient,
     build_predict_request,
     channel_options,
+    fit_inputs,
 )
 from tfrs_model.errors import ConfigError
 
@@ -149,23 +149,6 @@ class LoadTestResult:
         return asdict(self)
 
 
-def _input_specs(signature: SignatureDescription) -> dict[str, TensorSpec]:
-    """The signature's inputs as `export.specs.TensorSpec`s.
-
-    `_describe` gives them already; so will the client's metadata once it holds
-    `export.specs` values. A description whose dtype is a TensorFlow dtype name ("string"), as
-    the client's metadata gives today, is converted.
-    """
-    specs = {}
-    for key, spec in signature.inputs.items():
-        if not isinstance(spec, TensorSpec):
-            import tensorflow as tf
-
-            spec = TensorSpec(tf.dtypes.as_dtype(spec.dtype).as_datatype_enum, spec.shape)
-        specs[key] = spec
-    return specs
-
-
 def _strings(values: Sequence[Any]) -> np.ndarray:
     """UTF-8 bytes in an object array, TensorFlow's DT_STRING layout (nested lists keep rank)."""
     encode = np.vectorize(lambda v: v.encode() if isinstance(v, str) else v, otypes=[object])
@@ -176,15 +159,15 @@ def request_inputs(signature: SignatureDescription, ids: Sequence[str]) -> dict[
     """The inputs of `signature` for a batch of ids, by the keys of `export.contract`.
 
     The ids go to ITEM_IDS as [batch, 1] when the signature takes it (`item_titles`), else to
-    ITEM_ID [batch] (`similar_items`, `candidate_embedding`), else to USER_ID [batch]. Every
-    other input must be a DT_STRING of rank 1 or 2 (history, exclude, user features) and is sent
-    as `contract.PAD`, [batch] or [batch, 1], which the model reads as an unknown value.
+    ITEM_ID [batch] (`similar_items`, `candidate_embedding`), else to USER_ID [batch]; the other
+    inputs (history, exclude, user features: DT_STRING of rank 1 or 2) are padding, as the client
+    pads them (`fit_inputs`).
 
     Raises:
       ConfigError: the signature takes none of those keys, or another input that is not a string
         of rank 1 or 2.
     """
-    specs: Mapping[str, TensorSpec] = _input_specs(signature)
+    specs = signature.inputs
     if contract.ITEM_IDS in specs:
         given = {contract.ITEM_IDS: _strings([[i] for i in ids])}
     elif contract.ITEM_ID in specs:
@@ -196,18 +179,7 @@ def request_inputs(signature: SignatureDescription, ids: Sequence[str]) -> dict[
             f"signature {signature.name!r} takes {sorted(specs)}: none of "
             f"{contract.USER_ID}, {contract.ITEM_ID}, {contract.ITEM_IDS}"
         )
-    for key, spec in specs.items():
-        if key in given:
-            continue
-        rank = 1 if spec.shape is None else len(spec.shape)
-        if spec.dtype != types_pb2.DT_STRING or rank not in (1, 2):
-            raise ConfigError(
-                f"signature {signature.name!r} needs input {key!r} ({spec.describe()}); the load "
-                "test sends ids only and pads only string inputs of rank 1 or 2"
-            )
-        padding = _strings([contract.PAD] * len(ids))
-        given[key] = padding.reshape(len(ids), 1) if rank == 2 else padding
-    return given
+    return fit_inputs(signature, given, len(ids))
 
 
 def without_retries(client: ClientConfig) -> ClientConfig:
