@@ -12,12 +12,13 @@ import pandas as pd
 from export import contract
 from export.loading import load_saved_model
 from export.model_card import read_model_card
+from export.savedmodel import ALL
 from tfrs_model.config import DataConfig, from_mapping, with_overrides
 from tfrs_model.data import assign_splits, load_data
+from tfrs_model.data.splits import TRAIN, VALIDATION
 from tfrs_model.errors import ExportError
 from tfrs_model.evaluation.evaluate import EvaluationReport, evaluate_split
 from tfrs_model.evaluation.protocol import EvalSet
-from tfrs_model.evaluation.service import refuse_refit_validation
 
 
 class SavedModelRanker:
@@ -51,6 +52,41 @@ class SavedModelRanker:
         return ranked
 
 
+def trained_on(card: dict[str, Any]) -> tuple[str, ...]:
+    """The splits the exported weights were fit on, from the model card.
+
+    Cards written before runs kept production weights lack `trained_on`: their weights were the
+    evaluation weights, fit on train (+ validation after a refit).
+    """
+    if "trained_on" in card:
+        return tuple(card["trained_on"])
+    refit = card["config"].get("train", {}).get("refit_on_validation", False)
+    return (TRAIN, VALIDATION) if refit else (TRAIN,)
+
+
+def refuse_leaky_export(card: dict[str, Any], split: str, version_dir: Path) -> None:
+    """Raises unless the exported weights and baked history are both strictly before `split`.
+
+    Raises:
+      ExportError: the weights were fit on `split` (a production export, or a refit scored on
+        validation) or `serving_default` bakes `split`'s interactions (`known_through: all`).
+    """
+    fit_on = trained_on(card)
+    if split in fit_on:
+        raise ExportError(
+            f"{version_dir} holds {card.get('weights', 'evaluation')} weights trained on "
+            f"{' + '.join(fit_on)}, so scoring them on {split} would leak. Export the evaluation "
+            "weights for that (twotower export --run RUN --weights evaluation --known-through "
+            "validation), or score the run itself (twotower evaluate --run RUN --split test)"
+        )
+    if card.get("known_through") == ALL:
+        raise ExportError(
+            f"{version_dir} was exported with --known-through all: its baked history includes "
+            f"the {split} split, so evaluating it there would leak; re-export with "
+            "--known-through validation"
+        )
+
+
 DataOverrides = dict[str, Any]  # DataConfig fields to replace (dataset, data_dir, ...)
 
 
@@ -69,17 +105,11 @@ def evaluate_saved_model(
     card (optionally pointed at another directory), so the split equals the run's.
 
     Raises:
-      ExportError: not an export, or its baked history already contains the evaluated split.
+      ExportError: not an export, or its weights or its baked history have seen the evaluated
+        split (`refuse_leaky_export`).
     """
     card = read_model_card(version_dir)
-    if card.get("known_through") == "all":
-        raise ExportError(
-            f"{version_dir} was exported with --known-through all: its baked history includes "
-            f"the {split} split, so evaluating it there would leak; re-export with "
-            "--known-through validation"
-        )
-    refit = card["config"].get("train", {}).get("refit_on_validation", False)
-    refuse_refit_validation(refit, split, str(version_dir))
+    refuse_leaky_export(card, split, version_dir)
     config = with_overrides(from_mapping(DataConfig, card["config"]["data"]), **data_overrides)
     split_data = assign_splits(load_data(config, cache_dir, environ=environ), config)
     ranker = SavedModelRanker(version_dir)

@@ -48,10 +48,16 @@ def model_card(
     version: int,
     index: dict[str, Any],
     k: int,
+    weights: str,
     known_through: str,
     signatures: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
-    """Everything a reader needs to trust and reproduce an exported version."""
+    """Everything a reader needs to trust and reproduce an exported version.
+
+    `weights` and `trained_on` say which model was exported and which splits of the run's data it
+    was fit on; `known_through` which interactions `serving_default` bakes as history and
+    exclusions. Evaluation refuses to score a version on a split either of them covers.
+    """
     return {
         "model": "twotower",
         "version": version,
@@ -60,6 +66,8 @@ def model_card(
         "config": run.config.to_dict(),
         "k": k,
         "index": index,
+        "weights": weights,
+        "trained_on": list(run.trained_on(weights)),
         "known_through": known_through,
         "data": run.metrics.get("data", {}),
         "filters": run.metrics.get("filters", []),

@@ -36,11 +36,14 @@ from tfrs_model.features.examples import candidate_inputs, query_inputs
 from tfrs_model.features.history import latest_history
 from tfrs_model.features.spec import HISTORY, FeatureSet
 from tfrs_model.features.tables import FeatureTables
-from tfrs_model.run import Run
+from tfrs_model.run import PRODUCTION, WEIGHTS, Run
 
 logger = logging.getLogger(__name__)
 
 SAVE_OPTIONS_NAMESPACES = ["Scann"]
+# What `serving_default` knows of each user: interactions before the test split, or all of them.
+VALIDATION, ALL = "validation", "all"
+KNOWN_THROUGH = (VALIDATION, ALL)
 
 
 @dataclass(frozen=True)
@@ -52,9 +55,13 @@ class ExportConfig:
       model_base_path: TF Serving's base path; versions are its integer subdirectories.
       version: None picks the next integer after the highest existing version.
       index: retrieval index kind and parameters.
-      known_through: history and exclusions baked for `serving_default`: `validation` uses
-        interactions before the test split (so the export can be evaluated on test), `all`
-        uses every interaction in the run's data (for production).
+      weights: `production` (the default) exports the model fit on every interaction;
+        `evaluation` exports the run's evaluation weights (fit on train, or train + validation),
+        the only export `evaluate --saved-model` may score on test.
+      known_through: history and exclusions baked for `serving_default`: `all` uses every
+        interaction in the run's data (production), `validation` only those before the test
+        split (so the export can be evaluated on test). None picks `all` for production weights
+        and `validation` for evaluation weights.
       force: replace an existing version directory.
       verify: load and check the SavedModel in a fresh process before publishing it.
     """
@@ -63,16 +70,36 @@ class ExportConfig:
     model_base_path: str
     version: int | None = None
     index: IndexConfig = field(default_factory=IndexConfig)
-    known_through: Literal["validation", "all"] = "validation"
+    weights: Literal["production", "evaluation"] = PRODUCTION
+    known_through: Literal["validation", "all"] | None = None
     force: bool = False
     verify: bool = True
+
+    def __post_init__(self) -> None:
+        if self.weights not in WEIGHTS:
+            raise ExportError(f"--weights must be one of {WEIGHTS}, got {self.weights!r}")
+        if self.known_through not in (None, *KNOWN_THROUGH):
+            raise ExportError(
+                f"--known-through must be one of {KNOWN_THROUGH}, got {self.known_through!r}"
+            )
+
+    @property
+    def resolved_known_through(self) -> str:
+        if self.known_through is not None:
+            return self.known_through
+        return ALL if self.weights == PRODUCTION else VALIDATION
 
 
 @dataclass(frozen=True)
 class ExportResult:
+    """A published version: where it is, what it holds, and what the verification found."""
+
     version: int
     path: Path
     verification: dict[str, Any]
+    weights: str = PRODUCTION
+    trained_on: tuple[str, ...] = ()
+    known_through: str = ALL
 
 
 def existing_versions(base: Path) -> list[int]:
@@ -88,7 +115,7 @@ def next_version(base: Path) -> int:
 
 
 def _known_interactions(split: SplitData, known_through: str) -> pd.DataFrame:
-    return split.interactions if known_through == "all" else split.known_before(TEST)
+    return split.interactions if known_through == ALL else split.known_before(TEST)
 
 
 def bake_users(
@@ -148,21 +175,24 @@ def build_module(
     run: Run, config: ExportConfig
 ) -> tuple[ServingModule, BakedUsers, np.ndarray, dict]:
     """The `ServingModule` of a run, with its index built over the whole catalog."""
-    model = run.load_model()
+    model = run.load_model(config.weights)
+    features = run.features_of(config.weights)
     tables = FeatureTables(run.split.data)
     items = run.split.data.items
     catalog = items["item_id"].astype(str).to_numpy(dtype=object)
-    embeddings = embed(model.candidate_model, candidate_inputs(run.features, tables, catalog))
+    embeddings = embed(model.candidate_model, candidate_inputs(features, tables, catalog))
     k = min(config.index.k, len(catalog))
     index = build_index(
         config.index, tf.constant(embeddings), tf.range(len(catalog), dtype=tf.int32)
     )
-    users = bake_users(run.split, run.features, tables, pd.Index(catalog), config.known_through)
+    users = bake_users(
+        run.split, features, tables, pd.Index(catalog), config.resolved_known_through
+    )
     module = ServingModule(
         query_model=model.query_model,
         candidate_model=model.candidate_model,
         index=index,
-        features=run.features,
+        features=features,
         catalog_ids=catalog,
         catalog_titles=items["title"].astype(str).to_numpy(dtype=object),
         candidate_embeddings=embeddings,
@@ -197,10 +227,15 @@ def _write_version(run: Run, config: ExportConfig, staging: Path, version: int) 
         version=version,
         index=index_parameters,
         k=module.k,
-        known_through=config.known_through,
+        weights=config.weights,
+        known_through=config.resolved_known_through,
         signatures={name: signature_specs(fn).to_json() for name, fn in signatures.items()},
     )
-    card["export"] = {**asdict(config), "index": asdict(config.index)}
+    card["export"] = {
+        **asdict(config),
+        "known_through": config.resolved_known_through,
+        "index": asdict(config.index),
+    }
     (extra / contract.MODEL_CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n")
     titles = run.split.data.items["title"].astype(str).to_numpy()
     catalog_rows = [{"item_id": i, "title": t} for i, t in zip(catalog, titles, strict=True)]
@@ -234,6 +269,7 @@ def export_run(config: ExportConfig) -> ExportResult:
         nothing is left under `model_base_path` then.
     """
     run = Run.open(Path(config.run_dir))
+    run.trained_on(config.weights)  # a run without production weights fails here, before work
     base = Path(config.model_base_path)
     version = config.version if config.version is not None else next_version(base)
     if version < 1:
@@ -260,4 +296,11 @@ def export_run(config: ExportConfig) -> ExportResult:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("exported version %d to %s", version, final)
-    return ExportResult(version=version, path=final, verification=report)
+    return ExportResult(
+        version=version,
+        path=final,
+        verification=report,
+        weights=config.weights,
+        trained_on=run.trained_on(config.weights),
+        known_through=config.resolved_known_through,
+    )

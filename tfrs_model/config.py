@@ -156,6 +156,11 @@ class TrainConfig:
         then know the interactions just before test time (what the baselines fit on too), so
         the run can only be evaluated on test; its validation metrics are recorded before the
         refit.
+      production_fit: after that, report the test metrics of those (evaluation) weights and
+        train the production model: a fresh model fit for the same number of epochs on every
+        interaction (train + validation + test), with vocabularies of all of them. `twotower
+        export` exports it by default; it can never be evaluated (it has seen every split), so
+        the run keeps the evaluation weights beside it.
     """
 
     epochs: int = 30
@@ -167,6 +172,7 @@ class TrainConfig:
     strategy: Literal["default", "mirrored", "multi-worker"] = "default"
     tensorboard: bool = True
     refit_on_validation: bool = True
+    production_fit: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -188,12 +194,64 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """How much of a split is ranked, and in how much memory.
+
+    Attributes:
+      eval_users: rank a fixed-seed sample of this many of the users with a positive in the
+        evaluated split (`twotower evaluate`, test and the baselines' validation tuning); None
+        ranks every one.
+      validation_users: the same bound for the per-epoch validation ranking during training
+        (early stopping); None ranks every validation user. The default leaves MovieLens 100K
+        (943 users) whole.
+      memory_budget_gb: working memory of a scoring block and of EASE's item x item matrices;
+        blocks are sized to fit it, EASE is skipped (with its reason in the report) when it
+        does not, and a catalog where one user's scores exceed it is refused.
+      seed: seed of the user samples.
+    """
+
+    eval_users: int | None = None
+    validation_users: int | None = 10_000
+    memory_budget_gb: float = 4.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, flag in (
+            ("eval_users", "--eval-users"),
+            ("validation_users", "--validation-users"),
+        ):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 1):
+                raise ConfigError(
+                    f"evaluation.{name} must be a whole number >= 1, or null (`{flag} all`) to "
+                    f"rank every user; got {value!r}"
+                )
+        budget = self.memory_budget_gb
+        if (
+            isinstance(budget, bool)
+            or not isinstance(budget, int | float)
+            or not 0 < budget < float("inf")
+        ):
+            raise ConfigError(
+                f"evaluation.memory_budget_gb must be a number of GiB > 0 (e.g. 4), got {budget!r}"
+                "; set it with --memory-budget-gb"
+            )
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ConfigError(f"evaluation.seed must be a whole number >= 0, got {self.seed!r}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a training run."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -203,15 +261,17 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
-        unknown = set(values) - {"data", "model", "train"}
+        # Runs saved before the evaluation section existed load with its defaults.
+        unknown = set(values) - {"data", "model", "train", "evaluation"}
         if unknown:
             raise ConfigError(
-                f"unknown config section(s) {sorted(unknown)}; use data, model, train"
+                f"unknown config section(s) {sorted(unknown)}; use data, model, train, evaluation"
             )
         return cls(
             data=from_mapping(DataConfig, values.get("data", {})),
             model=from_mapping(ModelConfig, values.get("model", {})),
             train=from_mapping(TrainConfig, values.get("train", {})),
+            evaluation=from_mapping(EvaluationConfig, values.get("evaluation", {})),
         )
 
     @classmethod

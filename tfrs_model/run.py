@@ -2,11 +2,18 @@
 
 Layout of a run directory:
   config.json          RunConfig (data, model, train)
-  features.json        feature specs with their vocabularies
-  weights/             TF checkpoint of both towers
+  features.json        feature specs with their vocabularies (of the evaluation weights)
+  weights/             evaluation weights: TF checkpoint of both towers, fit on train (or train +
+                       validation after the refit); what `twotower evaluate --run` scores on test
+  production/          the production model, fit on every interaction (train_config.production_fit):
+    features.json        its feature specs (vocabularies of all splits)
+    weights/             its checkpoint; what `twotower export` exports by default
   data/                the interactions (with split and positive labels), users and items used
-  metrics.json         training history, validation metrics, data statistics, filter reports
+  metrics.json         training history, validation and test metrics, data statistics, filters
   logs/                TensorBoard event files
+
+Which splits each set of weights has seen is `Run.trained_on(weights)`: evaluation code refuses
+to score weights on a split they were fit on.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import pandas as pd
 
 from tfrs_model.config import RunConfig
 from tfrs_model.data.schema import FeatureColumn, InteractionData
-from tfrs_model.data.splits import SplitData
+from tfrs_model.data.splits import SPLITS, TRAIN, VALIDATION, SplitData
 from tfrs_model.errors import RunDirError
 from tfrs_model.features.spec import FeatureSet
 from tfrs_model.model import TwoTowerModel
@@ -37,7 +44,13 @@ METRICS_FILE = "metrics.json"
 WEIGHTS_DIR = "weights"
 DATA_DIR = "data"
 LOGS_DIR = "logs"
+PRODUCTION_DIR = "production"
 _WEIGHTS_PREFIX = "towers"
+
+# The two sets of weights a run keeps.
+EVALUATION = "evaluation"
+PRODUCTION = "production"
+WEIGHTS = (EVALUATION, PRODUCTION)
 
 
 @contextmanager
@@ -138,19 +151,53 @@ class Run:
             metrics=json.loads((directory / METRICS_FILE).read_text()),
         )
 
-    def load_model(self):
-        """The `TwoTowerModel` with its trained weights restored."""
+    @property
+    def has_production(self) -> bool:
+        return (self.directory / PRODUCTION_DIR / WEIGHTS_DIR).is_dir()
+
+    def trained_on(self, weights: str) -> tuple[str, ...]:
+        """The splits whose interactions the `weights` ("evaluation" or "production") were fit on.
+
+        Raises:
+          RunDirError: unknown `weights`, or production weights the run does not have.
+        """
+        self._check_weights(weights)
+        if weights == PRODUCTION:
+            return SPLITS
+        return (TRAIN, VALIDATION) if self.config.train.refit_on_validation else (TRAIN,)
+
+    def features_of(self, weights: str) -> FeatureSet:
+        """The feature specs (vocabularies) that go with `weights`."""
+        self._check_weights(weights)
+        if weights == PRODUCTION:
+            return FeatureSet.load(self.directory / PRODUCTION_DIR / FEATURES_FILE)
+        return self.features
+
+    def load_model(self, weights: str = EVALUATION):
+        """The `TwoTowerModel` with the `weights` ("evaluation" or "production") restored."""
         import tensorflow as tf
 
-        model = TwoTowerModel(self.features, self.config.model)
+        features = self.features_of(weights)
+        root = self.directory / PRODUCTION_DIR if weights == PRODUCTION else self.directory
+        model = TwoTowerModel(features, self.config.model)
         build_towers(model)
         checkpoint = tf.train.Checkpoint(
             query_model=model.query_model, candidate_model=model.candidate_model
         )
         checkpoint.restore(
-            str(self.directory / WEIGHTS_DIR / _WEIGHTS_PREFIX)
+            str(root / WEIGHTS_DIR / _WEIGHTS_PREFIX)
         ).expect_partial().assert_nontrivial_match()
         return model
+
+    def _check_weights(self, weights: str) -> None:
+        if weights not in WEIGHTS:
+            raise RunDirError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+        if weights == PRODUCTION and not self.has_production:
+            raise RunDirError(
+                f"{self.directory} has no production weights (it was trained with "
+                "--no-production-fit, or before runs kept them); retrain without that flag, or "
+                "use the evaluation weights (twotower export --weights evaluation)"
+            )
 
 
 def build_towers(model) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +12,9 @@ import tensorflow as tf
 
 from tfrs_model.config import RunConfig
 from tfrs_model.data.schema import InteractionData
-from tfrs_model.data.splits import TEST, VALIDATION, SplitData, assign_splits
+from tfrs_model.data.splits import SPLITS, TEST, VALIDATION, SplitData, assign_splits
 from tfrs_model.errors import RunDirError
+from tfrs_model.evaluation.evaluate import evaluate_split
 from tfrs_model.evaluation.metrics import ranking_metrics
 from tfrs_model.evaluation.protocol import EvalSet, build_eval_set
 from tfrs_model.evaluation.two_tower import TwoTowerRanker
@@ -36,6 +37,7 @@ from tfrs_model.run import (
     FEATURES_FILE,
     LOGS_DIR,
     METRICS_FILE,
+    PRODUCTION_DIR,
     WEIGHTS_DIR,
     atomic_directory,
     build_towers,
@@ -59,6 +61,8 @@ class TrainResult:
     examples_per_second: float
     refit_epochs: int = 0
     refit_examples: int = 0
+    test: dict[str, float] = field(default_factory=dict)
+    production_examples: int = 0
 
 
 class ValidationRanking(tf.keras.callbacks.Callback):
@@ -129,6 +133,12 @@ class Fitted:
       examples_per_second: training throughput of the early-stopping phase.
       refit_epochs: epochs of the refit on train + validation; 0 when there was none.
       refit_examples: training examples of the refit; 0 when there was none.
+      test: test metrics of `model` (the evaluation weights), measured before the production
+        fit; empty without one.
+      production: the production model, fit on every split for the same epochs; None when
+        `production_fit` is off.
+      production_features: its feature specs (vocabularies of every split).
+      production_examples: its training examples.
     """
 
     model: TwoTowerModel
@@ -137,6 +147,10 @@ class Fitted:
     examples_per_second: float
     refit_epochs: int = 0
     refit_examples: int = 0
+    test: dict[str, float] = field(default_factory=dict)
+    production: TwoTowerModel | None = None
+    production_features: FeatureSet | None = None
+    production_examples: int = 0
 
 
 @dataclass(frozen=True)
@@ -233,23 +247,37 @@ def _fit_with_early_stopping(
     return model, history, compiled.num_examples * epochs_run / seconds
 
 
-def _refit(
-    split: SplitData,
+def _fit_fresh(
+    merged: SplitData,
     config: RunConfig,
     epochs: int,
     log_dir: Path | None,
     strategy: tf.distribute.Strategy,
+    what: str,
 ) -> tuple[TwoTowerModel, FeatureSet, int]:
-    """A fresh model trained for `epochs` on train + validation (vocabularies included)."""
-    merged = split.with_validation_as_train()
+    """A fresh model trained for `epochs` on the `train` rows of `merged` (vocabularies too)."""
     features = build_feature_set(merged, config.model, config.data)
     compiled = _compile(merged, features, config, strategy)
     callbacks = []
     if log_dir is not None and config.train.tensorboard:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(log_dir), profile_batch=0))
-    logger.info("refitting on %d train + validation examples", compiled.num_examples)
+    logger.info("fitting on %d %s examples for %d epochs", compiled.num_examples, what, epochs)
     compiled.model.fit(compiled.train_ds, epochs=epochs, callbacks=callbacks, verbose=2)
     return compiled.model, features, compiled.num_examples
+
+
+def _test_metrics(model: TwoTowerModel, features: FeatureSet, split: SplitData) -> dict:
+    """Full-catalog test metrics of the evaluation weights (the two-tower model only)."""
+    report = evaluate_split(
+        split, TEST, [TwoTowerRanker(model, features, split)], with_baselines=False
+    )
+    metrics = report.results[TwoTowerRanker.name]
+    logger.info(
+        "test (evaluation weights): recall@10 %.4f, ndcg@10 %.4f",
+        metrics["recall@10"],
+        metrics["ndcg@10"],
+    )
+    return metrics
 
 
 def fit(
@@ -259,22 +287,47 @@ def fit(
     log_dir: Path | None = None,
     strategy: tf.distribute.Strategy | None = None,
 ) -> Fitted:
-    """Trains on the training split with early stopping on validation Recall@10, then (with
-    `refit_on_validation`) trains a fresh model for the best number of epochs on train +
-    validation, so the final weights have seen the most recent interactions too.
+    """Trains the evaluation weights, reports their test metrics, then the production model.
 
-    `features` are the training split's; the refit builds its own from train + validation.
+    1. Early stopping on validation Recall@10 over the training split chooses the epochs.
+    2. With `refit_on_validation`, a fresh model is fit for that many epochs on train +
+       validation: the evaluation weights, which know the interactions just before test time.
+    3. With `production_fit`, their test metrics are measured, and a fresh model is fit for the
+       same epochs on every interaction: the production weights, which nothing may score.
+
+    `features` are the training split's; each later fit builds its own vocabularies.
     """
     strategy = strategy or _strategy(config.train.strategy)
     model, history, throughput = _fit_with_early_stopping(
         split, features, config, log_dir, strategy
     )
-    if not config.train.refit_on_validation:
-        return Fitted(model, features, history, throughput)
+    fitted = Fitted(model, features, history, throughput)
     epochs = best_epoch(history.history, config) + 1
-    refit_logs = log_dir / "refit" if log_dir is not None else None
-    model, features, examples = _refit(split, config, epochs, refit_logs, strategy)
-    return Fitted(model, features, history, throughput, epochs, examples)
+    if config.train.refit_on_validation:
+        model, features, examples = _fit_fresh(
+            split.with_validation_as_train(),
+            config,
+            epochs,
+            _sub_dir(log_dir, "refit"),
+            strategy,
+            "train + validation",
+        )
+        fitted = Fitted(model, features, history, throughput, epochs, examples)
+    if config.train.production_fit:
+        fitted.test = _test_metrics(fitted.model, fitted.features, split)
+        fitted.production, fitted.production_features, fitted.production_examples = _fit_fresh(
+            split.with_all_as_train(),
+            config,
+            epochs,
+            _sub_dir(log_dir, "production"),
+            strategy,
+            "production (train + validation + test)",
+        )
+    return fitted
+
+
+def _sub_dir(log_dir: Path | None, name: str) -> Path | None:
+    return log_dir / name if log_dir is not None else None
 
 
 def best_epoch(history: dict[str, list[float]], config: RunConfig) -> int:
@@ -318,6 +371,10 @@ def train(
         fitted.features.save(staging / FEATURES_FILE)
         save_weights(fitted.model, staging / WEIGHTS_DIR)
         save_split_data(split, staging / DATA_DIR)
+        if fitted.production is not None:
+            (staging / PRODUCTION_DIR).mkdir()
+            fitted.production_features.save(staging / PRODUCTION_DIR / FEATURES_FILE)
+            save_weights(fitted.production, staging / PRODUCTION_DIR / WEIGHTS_DIR)
         result = _result(Path(out_dir), fitted, started, config)
         write_json(staging / METRICS_FILE, _metrics_payload(split, result))
     logger.info("wrote run %s", out_dir)
@@ -339,6 +396,8 @@ def _result(run_dir: Path | None, fitted: Fitted, started: float, config: RunCon
         fitted.examples_per_second,
         fitted.refit_epochs,
         fitted.refit_examples,
+        fitted.test,
+        fitted.production_examples,
     )
 
 
@@ -353,6 +412,15 @@ def _metrics_payload(split: SplitData, result: TrainResult) -> dict[str, Any]:
         # With a refit, the saved weights come from it and have seen validation: the
         # validation metrics above are the early-stopping phase's, measured before the refit.
         "refit": {"epochs": result.refit_epochs, "examples": result.refit_examples},
+        # Test metrics of the evaluation weights (weights/), measured before the production fit;
+        # the production weights (production/) were fit on test too and are never scored.
+        "test": result.test,
+        "production": {
+            "trained": bool(result.production_examples),
+            "epochs": result.best_epoch if result.production_examples else 0,
+            "examples": result.production_examples,
+            "trained_on": list(SPLITS) if result.production_examples else [],
+        },
         "data": {
             **split.data.summary(),
             "interactions_by_split": {

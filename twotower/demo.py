@@ -78,7 +78,7 @@ def run_demo(config: DemoConfig) -> int:
     _banner("2/5 evaluate on the test split (model vs baselines)")
     print(markdown_report(evaluate_run_dir(config.run_dir, "test")))
 
-    _banner(f"3/5 export with a {config.index} index")
+    _banner(f"3/5 export the production model with a {config.index} index")
     exported = export_run(
         ExportConfig(
             run_dir=str(config.run_dir),
@@ -86,7 +86,11 @@ def run_demo(config: DemoConfig) -> int:
             index=IndexConfig(kind=config.index),
         )
     )
-    print(f"version {exported.version} at {exported.path}: {exported.verification}")
+    print(
+        f"version {exported.version} at {exported.path}: {exported.weights} weights (trained on "
+        f"{' + '.join(exported.trained_on)}), history known through {exported.known_through}; "
+        f"verification {exported.verification}"
+    )
 
     _banner("4/5 serve over gRPC (embedded TF-Serving-compatible server)")
     server = EmbeddedServer(

@@ -306,5 +306,7 @@ def test_exported_module_round_trip_with_tensor_k(kind, tmp_path):
         np.testing.assert_array_equal(after["item_ids"].numpy(), before[k]["item_ids"].numpy())
         np.testing.assert_allclose(after["scores"].numpy(), before[k]["scores"].numpy())
     # A batch size not seen before, and more exclusion columns.
-    more = loaded.recommend(tf.constant(queries[:2]), tf.constant(4), tf.constant([[INT_PAD] * 9] * 2))
+    more = loaded.recommend(
+        tf.constant(queries[:2]), tf.constant(4), tf.constant([[INT_PAD] * 9] * 2)
+    )
     assert more["item_ids"].shape == (2, 4)

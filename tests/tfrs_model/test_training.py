@@ -45,9 +45,12 @@ def test_run_directory_has_the_documented_files(trained_run):
         "features.json",
         "metrics.json",
         "weights",
+        "production",
         "data",
         "logs",
     }
+    assert {p.name for p in (directory / "production").iterdir()} == {"features.json", "weights"}
+    assert any((directory / "production" / "weights").glob("towers.index"))
     assert {p.name for p in (directory / "data").iterdir()} == {
         "interactions.parquet",
         "users.parquet",
@@ -135,6 +138,39 @@ def test_without_refit_the_saved_weights_are_the_best_epochs(tmp_path, tiny_conf
     ranker = TwoTowerRanker(run.load_model(), run.features, run.split)
     recall = ranking_metrics(ranker.rank(validation, 10), validation.relevant, 40, (10,))
     assert recall["recall@10"] == run.metrics["validation"]["recall_at_10"]
+
+
+@pytest.mark.slow
+def test_production_fit_trains_on_every_split_after_reporting_test(trained_run):
+    metrics = json.loads((trained_run.directory / "metrics.json").read_text())
+    by_split = metrics["data"]["interactions_by_split"]
+    positives = sum(n for name, n in by_split.items() if name.endswith("/positive"))
+    # One production example per positive of any split, for the epochs early stopping kept.
+    assert metrics["production"] == {
+        "trained": True,
+        "epochs": metrics["best_epoch"],
+        "examples": positives,
+        "trained_on": ["train", "validation", "test"],
+    }
+    # The reported test metrics are those of the evaluation weights (weights/), recomputed here.
+    run = Run.open(trained_run.directory)
+    report = evaluate_split(
+        run.split,
+        TEST,
+        [TwoTowerRanker(run.load_model(), run.features, run.split)],
+        with_baselines=False,
+    )
+    assert report.results["two_tower"]["recall@10"] == pytest.approx(metrics["test"]["recall@10"])
+    assert trained_run.result.test == metrics["test"]
+
+
+@pytest.mark.slow
+def test_without_production_fit_the_run_has_no_production_weights(tmp_path, tiny_config):
+    data = make_synthetic(num_users=60, num_items=40, interactions_per_user=20, num_clusters=2)
+    training.train(data, tiny_config(epochs=2, production_fit=False), tmp_path / "run")
+    run = Run.open(tmp_path / "run")
+    assert not run.has_production and not (tmp_path / "run" / "production").exists()
+    assert run.metrics["production"]["trained"] is False and run.metrics["test"] == {}
 
 
 def test_existing_out_fails_before_any_training(tmp_path, synthetic, tiny_config, monkeypatch):

@@ -30,9 +30,11 @@ def export(run_dir: Path, base: Path, *flags: str) -> int:
 
 @pytest.fixture(scope="module")
 def known_through_all(run_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A real export through the CLI: brute force, k 5, version 7, every interaction baked."""
+    """A real export through the CLI: brute force, k 5, version 7, the evaluation weights with
+    every interaction baked (so only the baked history makes it unfit for evaluation)."""
     base = tmp_path_factory.mktemp("cli-models")
     flags = ("--index", "brute-force", "--k", "5", "--version", "7", "--known-through", "all")
+    flags += ("--weights", "evaluation")
     code = export(run_dir, base, *flags, "--no-verify")
     return code, base
 
@@ -88,10 +90,12 @@ def test_cli_numbers_versions_and_replaces_with_force(run_dir, tmp_path, stub_ex
     assert export(run_dir, tmp_path, "--index", "brute-force") == 0
     assert export(run_dir, tmp_path, "--index", "brute-force", "--version", "1", "--force") == 0
     lines = capsys.readouterr().out.splitlines()
+    # The plain command exports the production model, knowing every interaction.
+    what = "(production weights, trained on train + validation + test; history known through all)"
     assert lines == [
-        f"exported version 1 to {tmp_path / '1'}",
-        f"exported version 2 to {tmp_path / '2'}",
-        f"exported version 1 to {tmp_path / '1'}",
+        f"exported version 1 to {tmp_path / '1'} {what}",
+        f"exported version 2 to {tmp_path / '2'} {what}",
+        f"exported version 1 to {tmp_path / '1'} {what}",
     ]
     assert [version for version, _, _ in stub_export.written] == [1, 2, 1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]
@@ -112,7 +116,13 @@ def test_cli_flags_become_the_export_config(run_dir, tmp_path, stub_export):
         dimensions_per_block=1,
         training_iterations=3,
     )
-    assert (config.known_through, config.force, config.verify) == ("validation", False, False)
+    assert (config.weights, config.known_through, config.force, config.verify) == (
+        "production",
+        None,
+        False,
+        False,
+    )
+    assert config.resolved_known_through == "all"  # production weights know every interaction
     assert stub_export.verified == []  # --no-verify skips the fresh-process check
 
 

@@ -49,8 +49,15 @@ class SplitData:
 
     def with_validation_as_train(self) -> SplitData:
         """The same data with validation relabelled train: what a final refit trains on."""
+        return self._relabelled_train((VALIDATION,))
+
+    def with_all_as_train(self) -> SplitData:
+        """Every interaction labelled train: what the production model is fit on."""
+        return self._relabelled_train((VALIDATION, TEST))
+
+    def _relabelled_train(self, splits: tuple[str, ...]) -> SplitData:
         frame = self.interactions.copy()
-        frame.loc[frame["split"] == VALIDATION, "split"] = TRAIN
+        frame.loc[frame["split"].isin(splits), "split"] = TRAIN
         return SplitData(interactions=frame, data=self.data, reports=self.reports)
 
     def positives(self, split: str) -> pd.DataFrame:

@@ -21,11 +21,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scann.add_argument("--dimensions-per-block", type=int)
     scann.add_argument("--training-iterations", type=int)
     parser.add_argument(
+        "--weights",
+        choices=("production", "evaluation"),
+        default="production",
+        help="production (default): the model fit on every interaction; evaluation: the run's "
+        "evaluation weights, the only export `evaluate --saved-model` may score on test",
+    )
+    parser.add_argument(
         "--known-through",
         choices=("validation", "all"),
-        default="validation",
-        help="history baked for serving_default: before the test split (default, evaluable) "
-        "or every interaction (production)",
+        help="history and exclusions baked for serving_default: every interaction (all, the "
+        "default for production weights) or those before the test split (validation, the "
+        "default for evaluation weights)",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing version")
     parser.add_argument("--no-verify", action="store_true", help="skip the fresh-process check")
@@ -51,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
             model_base_path=args.model_base_path,
             version=args.version,
             index=index,
+            weights=args.weights,
             known_through=args.known_through,
             force=args.force,
             verify=not args.no_verify,
@@ -58,5 +66,9 @@ def run(args: argparse.Namespace) -> int:
     )
     recall = result.verification.get("scann_recall_at_10")
     checked = f", ScaNN recall@10 vs exact {recall:.3f}" if recall is not None else ""
-    print(f"exported version {result.version} to {result.path}{checked}")
+    print(
+        f"exported version {result.version} to {result.path} ({result.weights} weights, trained "
+        f"on {' + '.join(result.trained_on)}; history known through {result.known_through})"
+        f"{checked}"
+    )
     return 0

@@ -28,6 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="keep the early-stopping model instead of refitting it on train + validation",
     )
+    parser.add_argument(
+        "--no-production-fit",
+        dest="production_fit",
+        action="store_false",
+        default=None,
+        help="skip the production model fit on every interaction (export --weights evaluation "
+        "then serves the evaluation weights)",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     parser.set_defaults(handler=run)
 
@@ -45,6 +53,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
             seed=args.seed,
             strategy=args.strategy,
             refit_on_validation=args.refit_on_validation,
+            production_fit=args.production_fit,
         ),
     )
 
@@ -68,4 +77,11 @@ def run(args: argparse.Namespace) -> int:
         f"ndcg@10 {result.validation.get('ndcg_at_10', float('nan')):.4f}{refit} "
         f"({result.seconds:.0f}s, {result.examples_per_second:,.0f} examples/s) -> {args.out}"
     )
+    if result.production_examples:
+        print(
+            f"test (evaluation weights): recall@10 {result.test['recall@10']:.4f}, ndcg@10 "
+            f"{result.test['ndcg@10']:.4f}; production model fit on all "
+            f"{result.production_examples:,} examples for {result.best_epoch} epochs "
+            "(what `twotower export` exports)"
+        )
     return 0
