@@ -4,6 +4,11 @@ The common dtypes convert with numpy alone; the others (bfloat16, complex, quant
 through `tf.make_ndarray` / `tf.make_tensor_proto`, imported only for them. Protos are written to
 the typed value fields (`float_val`, `string_val`, ...) as TF Serving does, so readers of those
 fields work unchanged; both those fields and `tensor_content` (TensorFlow's own encoding) are read.
+DT_STRING in `tensor_content` is TensorFlow's string list encoding (`Tensor::AsProtoTensorContent`,
+`port::EncodeStringList`): one varint32 length per element, then the elements' bytes back to back.
+
+Decoding allocates what the proto's shape declares; callers that read untrusted protos check the
+shape against their limits first (`serving.server.limits`).
 
 DT_STRING tensors are object arrays of `bytes` both ways; `str` elements are UTF-8 encoded when
 written. A proto or an array that cannot be converted raises `TensorCodecError`.
@@ -11,6 +16,7 @@ written. A proto or an array that cannot be converted raises `TensorCodecError`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -93,8 +99,12 @@ def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
     codec = _CODECS.get(proto.dtype)
     if codec is None:
         return _to_ndarray_with_tensorflow(proto)
-    size = int(np.prod(shape, dtype=np.int64))
-    if proto.tensor_content and codec.field != "string_val":
+    size = math.prod(shape)  # a Python int: no int64 overflow for absurd shapes
+    if proto.tensor_content and codec.field == "string_val":
+        flat = np.empty(size, dtype=object)
+        flat[:] = decode_string_list(proto.tensor_content, size)
+        return flat.reshape(shape)
+    if proto.tensor_content:
         wire = codec.numpy_dtype.newbyteorder("<")
         if len(proto.tensor_content) != size * wire.itemsize:
             raise TensorCodecError(
@@ -119,6 +129,50 @@ def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
         fill = flat[-1] if len(flat) else (b"" if codec.field == "string_val" else 0)
         flat = np.concatenate([flat, np.full(size - len(flat), fill, dtype=codec.numpy_dtype)])
     return flat.reshape(shape)
+
+
+def decode_string_list(content: bytes, count: int) -> list[bytes]:
+    """Decodes `count` strings from TensorFlow's string list encoding (DT_STRING tensor_content).
+
+    The encoding is `count` varint32 lengths followed by the strings' bytes, concatenated; as in
+    TensorFlow's `DecodeStringList`, the content must hold exactly that, nothing more or less.
+
+    Raises:
+      TensorCodecError: the content is truncated, has a malformed varint, or bytes left over
+        ("tensor parsing error: ...").
+    """
+    if count > len(content):  # every length takes at least one byte; checked before allocating
+        raise TensorCodecError(
+            f"tensor parsing error: DT_STRING tensor_content of {len(content)} bytes cannot hold "
+            f"{count} strings"
+        )
+    lengths = []
+    position = 0
+    for _ in range(count):
+        value, shift = 0, 0
+        while True:
+            if position >= len(content) or shift > 28:
+                raise TensorCodecError(
+                    "tensor parsing error: DT_STRING tensor_content has a truncated or malformed "
+                    "varint32 length; encode it as TensorFlow's EncodeStringList does"
+                )
+            byte = content[position]
+            position += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        lengths.append(value)
+    if position + sum(lengths) != len(content):
+        raise TensorCodecError(
+            f"tensor parsing error: DT_STRING tensor_content holds {len(content) - position} "
+            f"bytes of string data, its {count} lengths add up to {sum(lengths)}"
+        )
+    strings = []
+    for length in lengths:
+        strings.append(bytes(content[position : position + length]))
+        position += length
+    return strings
 
 
 def to_tensor_proto(array: np.ndarray, dtype: int | None = None) -> tensor_pb2.TensorProto:

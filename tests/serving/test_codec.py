@@ -110,3 +110,58 @@ def test_python_numbers_take_numpy_default_dtypes():
 def test_values_without_a_tensor_proto_form_are_codec_errors(make, message):
     with pytest.raises(TensorCodecError, match=message):
         make()
+
+
+def _string_list(values: list[bytes]) -> bytes:
+    """TensorFlow's EncodeStringList: varint32 lengths, then the bytes."""
+    lengths = b""
+    for value in values:
+        size = len(value)
+        while size >= 0x80:
+            lengths += bytes([size & 0x7F | 0x80])
+            size >>= 7
+        lengths += bytes([size])
+    return lengths + b"".join(values)
+
+
+def test_strings_in_tensor_content_decode_as_tensorflow_decodes_them():
+    values = [b"ab", b"", b"x" * 300, "é".encode()]
+    proto = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        tensor_shape={"dim": [{"size": 2}, {"size": 2}]},
+        tensor_content=_string_list(values),
+    )
+
+    ours = to_ndarray(proto)
+
+    theirs = tf.io.parse_tensor(proto.SerializeToString(), tf.string).numpy()
+    assert ours.tolist() == theirs.tolist() == [[b"ab", b""], [b"x" * 300, "é".encode()]]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\x05ab", _string_list([b"a"]) + b"z", b"\xff" * 6, b""],
+    ids=["truncated", "left-over", "bad-varint", "empty"],
+)
+def test_strings_in_tensor_content_that_tensorflow_refuses_are_refused(content):
+    proto = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING, tensor_shape={"dim": [{"size": 1}]}, tensor_content=content
+    )
+    if content:  # TF itself refuses it (empty content is read as string_val: one empty value)
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            tf.io.parse_tensor(proto.SerializeToString(), tf.string)
+        with pytest.raises(TensorCodecError, match="tensor parsing error"):
+            to_ndarray(proto)
+    else:
+        assert to_ndarray(proto).tolist() == [b""]
+
+
+def test_absurd_shapes_do_not_overflow_the_size_arithmetic():
+    proto = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_FLOAT,
+        tensor_shape={"dim": [{"size": 2**32}, {"size": 2**32}]},
+        tensor_content=b"\x00" * 4,
+    )
+
+    with pytest.raises(TensorCodecError, match="needs 73786976294838206464"):
+        to_ndarray(proto)
