@@ -91,7 +91,7 @@ class ServingApi:
             )
         servable, signature = self.signature(request.model_spec, record)
         inputs = decode_inputs(
-            signature.name, signature.inputs, request.inputs, self._config.max_batch_size
+            signature.name, signature.inputs, request.inputs, self._config.tensor_limits
         )
         outputs = signature.run(inputs, request.output_filter, deadline)
         response = predict_pb2.PredictResponse(model_spec=_answering_spec(servable, signature.name))

@@ -98,6 +98,25 @@ class VersionPolicy:
 
 
 @dataclass(frozen=True)
+class TensorLimits:
+    """Bounds on one request tensor, checked before it is decoded (`serving.server.limits`).
+
+    Attributes:
+      max_batch_size: largest dimension 0 of an input whose signature leaves it free.
+      max_dim_size: largest size of any other dimension.
+      max_tensor_elements: most elements (product of the dimensions) in one tensor.
+      max_tensor_bytes: most bytes one tensor may take once decoded.
+      max_rank: most dimensions in one tensor (JSON nesting depth on REST).
+    """
+
+    max_batch_size: int = 1024
+    max_dim_size: int = 65_536
+    max_tensor_elements: int = 1 << 22
+    max_tensor_bytes: int = 256 * 1024 * 1024
+    max_rank: int = 32
+
+
+@dataclass(frozen=True)
 class ServingConfig:
     """What the model server serves, where it listens, and its limits.
 
@@ -113,7 +132,16 @@ class ServingConfig:
       max_message_bytes: largest request accepted; bigger ones fail with INVALID_ARGUMENT (gRPC
         refuses messages over twice this size itself, with RESOURCE_EXHAUSTED, before reading them).
       max_batch_size: largest 0th dimension of any batched input; bigger fails INVALID_ARGUMENT.
-      grpc_max_workers: threads answering gRPC calls (REST uses one thread per connection).
+      max_dim_size: largest size of any other input dimension; bigger fails INVALID_ARGUMENT.
+      max_tensor_elements: most elements in one input tensor; more fails INVALID_ARGUMENT.
+      max_tensor_bytes: most bytes one input tensor may decode to; more fails INVALID_ARGUMENT.
+        All four are checked on the declared shape before anything is allocated.
+      grpc_max_workers: threads answering gRPC calls.
+      rest_max_workers: threads running REST requests (the HTTP server itself is one event loop).
+      rest_max_connections: open REST connections at most; more are answered 503 and closed.
+      rest_backlog: connections the kernel queues for the REST port before refusing them.
+      rest_read_timeout_s: how long a REST request body may take to arrive; then 408.
+      rest_keepalive_s: how long an idle REST keep-alive connection stays open.
       rest_timeout_s: REST predictions running longer than this fail with DEADLINE_EXCEEDED
         (TF Serving's --rest_api_timeout_in_ms); gRPC calls use the client's deadline.
       enable_warmup: replay `<version>/assets.extra/tf_serving_warmup_requests` before serving.
@@ -135,7 +163,15 @@ class ServingConfig:
     poll_interval_s: float = 1.0
     max_message_bytes: int = 64 * 1024 * 1024
     max_batch_size: int = 1024
+    max_dim_size: int = TensorLimits.max_dim_size
+    max_tensor_elements: int = TensorLimits.max_tensor_elements
+    max_tensor_bytes: int = TensorLimits.max_tensor_bytes
     grpc_max_workers: int = 16
+    rest_max_workers: int = 16
+    rest_max_connections: int = 1024
+    rest_backlog: int = 1024
+    rest_read_timeout_s: float = 30.0
+    rest_keepalive_s: float = 30.0
     rest_timeout_s: float = 30.0
     enable_warmup: bool = True
     drain_grace_s: float = 20.0
@@ -177,7 +213,15 @@ class ServingConfig:
             "poll_interval_s": self.poll_interval_s,
             "max_message_bytes": self.max_message_bytes,
             "max_batch_size": self.max_batch_size,
+            "max_dim_size": self.max_dim_size,
+            "max_tensor_elements": self.max_tensor_elements,
+            "max_tensor_bytes": self.max_tensor_bytes,
             "grpc_max_workers": self.grpc_max_workers,
+            "rest_max_workers": self.rest_max_workers,
+            "rest_max_connections": self.rest_max_connections,
+            "rest_backlog": self.rest_backlog,
+            "rest_read_timeout_s": self.rest_read_timeout_s,
+            "rest_keepalive_s": self.rest_keepalive_s,
             "rest_timeout_s": self.rest_timeout_s,
             "num_batch_threads": self.num_batch_threads,
             "max_enqueued_batches": self.max_enqueued_batches,
@@ -187,3 +231,13 @@ class ServingConfig:
                 raise ConfigError(f"{name} must be positive, got {value}")
         if self.drain_grace_s < 0 or self.batch_timeout_micros < 0:
             raise ConfigError("drain_grace_s and batch_timeout_micros must be >= 0")
+
+    @property
+    def tensor_limits(self) -> TensorLimits:
+        """The limits every request tensor is checked against before it is decoded."""
+        return TensorLimits(
+            max_batch_size=self.max_batch_size,
+            max_dim_size=self.max_dim_size,
+            max_tensor_elements=self.max_tensor_elements,
+            max_tensor_bytes=self.max_tensor_bytes,
+        )

@@ -244,7 +244,7 @@ class ModelManager:
             if self._config.enable_batching:
                 servable = self._with_batching(servable)
             warmups = (
-                replay_warmup(servable, self._config.max_batch_size)
+                replay_warmup(servable, self._config.tensor_limits)
                 if self._config.enable_warmup
                 else 0
             )

@@ -2,33 +2,34 @@
 
 Requests fail with `StatusError`, which carries the gRPC status code TF Serving returns for the
 same mistake (INVALID_ARGUMENT for missing, extra or mistyped inputs) and a message naming the
-signature, the tensor and what was expected. The tensors themselves convert with the shared
-codec (`serving.codec`); its errors become INVALID_ARGUMENT here.
+signature, the tensor and what was expected. Each request tensor's declared shape is checked
+against the server's limits (`serving.server.limits`) before it is decoded with the shared codec
+(`serving.codec`), whose errors become INVALID_ARGUMENT here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-import grpc
 import numpy as np
 from tensorflow.core.framework import tensor_pb2
 
 from export.specs import TensorSpec, dtype_name
 from serving.codec import TensorCodecError, to_ndarray, to_tensor_proto
+from serving.server.config import TensorLimits
+from serving.server.errors import StatusError, invalid_argument
+from serving.server.limits import check_tensor_proto
 
-
-class StatusError(Exception):
-    """A request failed: `code` is the gRPC status returned to the client, `message` says why."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(f"{code.name}: {message}")
-        self.code = code
-        self.message = message
-
-
-def invalid_argument(message: str) -> StatusError:
-    return StatusError(grpc.StatusCode.INVALID_ARGUMENT, message)
+__all__ = [
+    "StatusError",
+    "check_input",
+    "check_input_names",
+    "check_output_filter",
+    "decode_inputs",
+    "decode_tensor",
+    "encode_tensor",
+    "invalid_argument",
+]
 
 
 def decode_tensor(proto: tensor_pb2.TensorProto) -> np.ndarray:
@@ -95,18 +96,23 @@ def decode_inputs(
     signature_name: str,
     specs: Mapping[str, TensorSpec],
     protos: Mapping[str, tensor_pb2.TensorProto],
-    max_batch_size: int,
+    limits: TensorLimits | int,
 ) -> dict[str, np.ndarray]:
     """Checks a request's input TensorProtos against a signature and converts them to arrays.
+
+    Args:
+      limits: the server's tensor limits, or just its max_batch_size (other limits default).
 
     Returns:
       One array per input key, of the declared dtype and a shape the spec accepts.
 
     Raises:
       StatusError: INVALID_ARGUMENT for missing or extra inputs, a dtype other than the
-        signature's, a shape it does not accept, a batch over `max_batch_size`, or a malformed
-        proto.
+        signature's, a shape it does not accept, a shape or size over `limits` (checked before
+        decoding), or a malformed proto.
     """
+    if isinstance(limits, int):
+        limits = TensorLimits(max_batch_size=limits)
     check_input_names(signature_name, specs, protos)
     arrays = {}
     for name, proto in protos.items():
@@ -116,11 +122,12 @@ def decode_inputs(
                 f"input {name!r} of signature {signature_name!r} has dtype "
                 f"{dtype_name(proto.dtype)}, expected {dtype_name(spec.dtype)}"
             )
+        check_tensor_proto(name, proto, limits, spec.has_free_batch_dim)
         try:
             array = to_ndarray(proto)
         except TensorCodecError as error:
             raise invalid_argument(f"input {name!r}: {error}") from error
-        check_input(signature_name, name, spec, array, max_batch_size)
+        check_input(signature_name, name, spec, array, limits.max_batch_size)
         arrays[name] = array
     return arrays
 

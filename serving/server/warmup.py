@@ -11,6 +11,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from export.contract import ASSETS_EXTRA, WARMUP_FILE
+from serving.server.config import TensorLimits
 from serving.server.requests import StatusError, decode_inputs, invalid_argument
 from serving.server.servable import Servable
 from serving.status import status_code
@@ -19,7 +20,7 @@ from serving.status import status_code
 MAX_WARMUP_RECORDS = 1000
 
 
-def replay_warmup(servable: Servable, max_batch_size: int) -> int:
+def replay_warmup(servable: Servable, limits: TensorLimits | int) -> int:
     """Replays `<version>/assets.extra/tf_serving_warmup_requests`; returns how many it ran.
 
     Each `predict_log.request` is run against `servable` (its model_spec name and version are
@@ -38,7 +39,7 @@ def replay_warmup(servable: Servable, max_batch_size: int) -> int:
             if index >= MAX_WARMUP_RECORDS:
                 raise invalid_argument(f"more than {MAX_WARMUP_RECORDS} records (TF's limit)")
             try:
-                _replay_record(servable, record, max_batch_size)
+                _replay_record(servable, record, limits)
             except StatusError as error:
                 raise StatusError(error.code, f"record {index}: {error.message}") from error
             count += 1
@@ -51,12 +52,12 @@ def replay_warmup(servable: Servable, max_batch_size: int) -> int:
     return count
 
 
-def _replay_record(servable: Servable, record: bytes, max_batch_size: int) -> None:
+def _replay_record(servable: Servable, record: bytes, limits: TensorLimits | int) -> None:
     log = prediction_log_pb2.PredictionLog.FromString(record)
     kind = log.WhichOneof("log_type")
     if kind != "predict_log":
         raise invalid_argument(f"a {kind} record; only predict_log records are replayed")
     request = log.predict_log.request
     signature = servable.signature(request.model_spec.signature_name)
-    inputs = decode_inputs(signature.name, signature.inputs, request.inputs, max_batch_size)
+    inputs = decode_inputs(signature.name, signature.inputs, request.inputs, limits)
     signature.run(inputs, request.output_filter)

@@ -94,6 +94,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=64 * 1024 * 1024,
         help="largest request accepted, embedded only (default: %(default)s)",
     )
+    defaults = ServingConfig(model_base_path=".")
+    for flag, kind, help_text in (
+        ("--max-dim-size", int, "largest size of any non-batch input dimension"),
+        ("--max-tensor-elements", int, "most elements in one input tensor"),
+        ("--max-tensor-bytes", int, "most bytes one input tensor may decode to"),
+        ("--rest-max-connections", int, "open REST connections at most; more get 503"),
+        ("--rest-max-workers", int, "threads running REST requests"),
+        ("--rest-backlog", int, "REST connections the kernel queues before refusing"),
+        ("--rest-read-timeout", float, "seconds a REST body may take to arrive; then 408"),
+        ("--rest-keepalive", float, "seconds an idle REST keep-alive connection stays open"),
+        ("--grpc-max-workers", int, "threads answering gRPC calls"),
+    ):
+        field = flag[2:].replace("-", "_")
+        field = {"rest_read_timeout": "rest_read_timeout_s", "rest_keepalive": "rest_keepalive_s"}.get(
+            field, field
+        )
+        limits.add_argument(
+            flag,
+            type=kind,
+            dest=field,
+            default=getattr(defaults, field),
+            help=f"{help_text}, embedded only (default: %(default)s)",
+        )
     limits.add_argument(
         "--enable-batching",
         action="store_true",
@@ -137,6 +160,15 @@ def serving_config(args: argparse.Namespace) -> ServingConfig:
         poll_interval_s=args.poll_interval,
         max_message_bytes=args.max_message_bytes,
         max_batch_size=args.max_batch_size,
+        max_dim_size=args.max_dim_size,
+        max_tensor_elements=args.max_tensor_elements,
+        max_tensor_bytes=args.max_tensor_bytes,
+        grpc_max_workers=args.grpc_max_workers,
+        rest_max_workers=args.rest_max_workers,
+        rest_max_connections=args.rest_max_connections,
+        rest_backlog=args.rest_backlog,
+        rest_read_timeout_s=args.rest_read_timeout_s,
+        rest_keepalive_s=args.rest_keepalive_s,
         drain_grace_s=args.drain_grace,
         enable_batching=args.enable_batching,
         batch_timeout_micros=args.batch_timeout_micros,

@@ -83,7 +83,7 @@ def test_decode_inputs_checks_dtype_before_converting():
     protos = {"user_id": tf.make_tensor_proto([1, 2])}
 
     with pytest.raises(StatusError, match="has dtype DT_INT32, expected DT_STRING"):
-        decode_inputs("serving_default", {"user_id": STRING_BATCH}, protos, max_batch_size=8)
+        decode_inputs("serving_default", {"user_id": STRING_BATCH}, protos, limits=8)
 
 
 @pytest.mark.parametrize(
