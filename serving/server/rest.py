@@ -1,5 +1,9 @@
 """TF Serving's REST API over the embedded server's `ServingApi`, plus the Prometheus page.
 
+This module is the HTTP-server-free half: routes, JSON <-> tensors, error documents
+(`RestRoutes.handle`). The HTTP server itself, with its connection and size limits, is
+`serving.server.rest_server`.
+
 Routes (TF Serving's paths; a version is `/versions/<v>` or `/labels/<label>`, optional):
   GET  /v1/models/<name>[/versions/<v>]            model status, GetModelStatusResponse as JSON
   GET  /v1/models/<name>[/versions/<v>]/metadata   signature defs, as TF Serving prints them
@@ -22,11 +26,10 @@ import binascii
 import json
 import logging
 import re
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -42,7 +45,8 @@ from tensorflow_serving.apis import (
 from export.specs import TensorSpec, dtype_name
 from serving.codec import TensorCodecError, numpy_dtype
 from serving.server.api import SIGNATURE_DEF_FIELD, ServingApi
-from serving.server.config import ServingConfig
+from serving.server.config import ServingConfig, TensorLimits
+from serving.server.limits import check_shape
 from serving.server.monitoring import PROMETHEUS_PATH, RequestRecord, ServingMetrics
 from serving.server.requests import (
     StatusError,
@@ -52,7 +56,6 @@ from serving.server.requests import (
     encode_tensor,
     invalid_argument,
 )
-from tfrs_model.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ _VERSION = r"(?:/versions/(\d+)|/labels/([^/:]+))?"
 _PREDICT_PATH = re.compile(rf"/v1/models/([^/:]+){_VERSION}:(classify|regress|predict)", re.I)
 _MODEL_PATH = re.compile(rf"/v1/models(?:/([^/:]+))?{_VERSION}(?:/(metadata))?", re.I)
 _B64 = "b64"
+_INT64_MAX = 2**63 - 1
 
 # TF Serving's mapping of status codes to HTTP statuses (http_server.cc, ToHTTPStatusCode).
 _HTTP_STATUS = {
@@ -101,6 +105,11 @@ def parse_predict_body(body: bytes) -> tuple[str, str, Any]:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise invalid_argument(f"JSON Parse error: {error}") from error
+    except RecursionError as error:
+        raise invalid_argument(
+            "JSON Parse error: the document is nested too deeply; tensors have at most "
+            f"{TensorLimits.max_rank} dimensions"
+        ) from error
     if not isinstance(document, dict):
         raise invalid_argument("the request body must be a JSON object")
     signature_name = document.get("signature_name", "")
@@ -122,14 +131,21 @@ def decode_json_inputs(
     specs: Mapping[str, TensorSpec],
     request_format: str,
     payload: Any,
-    max_batch_size: int,
+    limits: TensorLimits | int,
 ) -> dict[str, np.ndarray]:
     """Converts the "instances" or "inputs" payload to one array per input of the signature.
 
+    Args:
+      limits: the server's tensor limits (or just its max_batch_size); each input's shape is
+        checked against them before its array is built.
+
     Raises:
       StatusError: INVALID_ARGUMENT for a payload that does not fit the signature: wrong or
-        missing input names, ragged lists, values of the wrong type, a batch too large.
+        missing input names, ragged lists, values of the wrong type, nesting deeper than
+        `limits.max_rank`, a shape or size over the limits.
     """
+    if isinstance(limits, int):
+        limits = TensorLimits(max_batch_size=limits)
     if request_format == "row":
         if not isinstance(payload, list) or not payload:
             raise invalid_argument("'instances' must be a non-empty list, one entry per row")
@@ -150,8 +166,10 @@ def decode_json_inputs(
     check_input_names(signature_name, specs, columns)
     arrays = {}
     for name, value in columns.items():
+        shape = _json_shape(value, name, limits.max_rank)
+        check_shape(name, shape, limits, specs[name].has_free_batch_dim)
         array = json_to_array(value, specs[name].dtype, name)
-        check_input(signature_name, name, specs[name], array, max_batch_size)
+        check_input(signature_name, name, specs[name], array, limits.max_batch_size)
         arrays[name] = array
     return arrays
 
@@ -201,152 +219,100 @@ def encode_json_outputs(outputs: Mapping[str, np.ndarray], request_format: str) 
     return {"predictions": [{key: values[key][row] for key in values} for row in range(rows)]}
 
 
-class RestServer:
-    """A threaded HTTP server answering TF Serving's REST API; binds when constructed.
+@dataclass(frozen=True)
+class RestReply:
+    """One HTTP answer: status, body and its Content-Type."""
 
-    Raises:
-      ConfigError: the REST port cannot be bound.
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
+class RestRoutes:
+    """TF Serving's REST routes over a `ServingApi`, independent of the HTTP server.
+
+    `handle` is blocking (it runs the model); the HTTP front end (`serving.server.rest_server`)
+    calls it from a worker thread with a body it has already read within the size limit.
     """
 
     def __init__(self, api: ServingApi, metrics: ServingMetrics, config: ServingConfig) -> None:
-        try:
-            self._httpd = _HttpServer((config.host, config.rest_port), api, metrics, config)
-        except OSError as error:
-            raise ConfigError(
-                f"cannot listen for REST on {config.host}:{config.rest_port}: {error}"
-            ) from error
-        self._thread: threading.Thread | None = None
+        self._api = api
+        self._metrics = metrics
+        self._config = config
 
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
+    def handle(self, method: str, path: str, body: bytes) -> RestReply:
+        """Answers one request; never raises (a bug becomes a 500 with a logged traceback).
 
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name="rest",
-            daemon=True,
+        Args:
+          method: "GET" or "POST" (others: 405).
+          path: the URL path, percent-encoded as sent (no query).
+          body: the request body (POST).
+        """
+        if method == "GET":
+            return self._get(path)
+        if method == "POST":
+            return self._post(path, body)
+        return _error_reply(
+            StatusError(grpc.StatusCode.UNIMPLEMENTED, f"method {method} is not supported"), 405
         )
-        self._thread.start()
 
-    def stop(self, grace: float | None) -> None:
-        """Stops accepting, lets requests in flight finish for up to `grace` seconds, closes."""
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-        self._httpd.wait_idle(grace)
-        self._httpd.server_close()
-
-
-class _HttpServer(ThreadingHTTPServer):
-    """Holds what the handlers need, and counts requests in flight for the drain."""
-
-    daemon_threads = True
-    block_on_close = False  # stop() waits for in-flight requests itself, with a time limit
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        api: ServingApi,
-        metrics: ServingMetrics,
-        config: ServingConfig,
-    ) -> None:
-        if ":" in address[0]:
-            import socket
-
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
-        self.api = api
-        self.metrics = metrics
-        self.config = config
-        self._in_flight = 0
-        self._idle = threading.Condition()
-
-    def process_request_thread(self, request, client_address):
-        with self._idle:
-            self._in_flight += 1
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._idle:
-                self._in_flight -= 1
-                self._idle.notify_all()
-
-    def wait_idle(self, timeout: float | None) -> bool:
-        with self._idle:
-            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _HttpServer
-    server_version = "twotower-embedded-serving"
-    timeout = 60  # seconds a connection may stay silent mid-request
-
-    def do_GET(self) -> None:
-        path = urllib.parse.urlsplit(self.path).path
+    def _get(self, path: str) -> RestReply:
         if path == PROMETHEUS_PATH:
-            body, content_type = self.server.metrics.exposition()
-            self._send(200, body, content_type)
-            return
+            body, content_type = self._metrics.exposition()
+            return RestReply(200, body, content_type)
         match = _MODEL_PATH.fullmatch(path)
         if match is None:
-            self._send_error(
+            return _error_reply(
                 StatusError(grpc.StatusCode.NOT_FOUND, f"no such resource: GET {path}")
             )
-            return
         name, version, label, subresource = match.groups()
         if subresource:
-            self._json_call(
+            return self._json_call(
                 "GetModelMetadata", lambda record: self._metadata(name, version, label, record)
             )
-        else:
-            self._json_call(
-                "GetModelStatus", lambda record: self._status(name, version, label, record)
-            )
+        return self._json_call(
+            "GetModelStatus", lambda record: self._status(name, version, label, record)
+        )
 
-    def do_POST(self) -> None:
-        path = urllib.parse.urlsplit(self.path).path
+    def _post(self, path: str, body: bytes) -> RestReply:
         match = _PREDICT_PATH.fullmatch(path)
         if match is None:
-            self._send_error(
+            return _error_reply(
                 StatusError(grpc.StatusCode.NOT_FOUND, f"no such resource: POST {path}")
             )
-            return
         name, version, label, method = match.groups()
         if method.lower() != "predict":
-            self._send_error(
+            return _error_reply(
                 StatusError(
                     grpc.StatusCode.UNIMPLEMENTED, f"{method} is not supported; use predict"
                 )
             )
-            return
-        self._json_call("Predict", lambda record: self._predict(name, version, label, record))
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s", self.address_string(), format % args)
+        return self._json_call(
+            "Predict", lambda record: self._predict(name, version, label, body, record)
+        )
 
     def _predict(
-        self, name: str, version: str | None, label: str | None, record: RequestRecord
+        self,
+        name: str,
+        version: str | None,
+        label: str | None,
+        body: bytes,
+        record: RequestRecord,
     ) -> dict:
-        config = self.server.config
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > config.max_message_bytes:
-            raise invalid_argument(
-                f"the request is {length} bytes, over this server's max_message_bytes of "
-                f"{config.max_message_bytes}; send fewer rows per request"
-            )
+        config = self._config
+        if len(body) > config.max_message_bytes:
+            raise request_too_large(len(body), config.max_message_bytes)
         deadline = time.monotonic() + config.rest_timeout_s
-        signature_name, request_format, payload = parse_predict_body(self.rfile.read(length))
+        signature_name, request_format, payload = parse_predict_body(body)
         spec = _model_spec(name, version, label, signature_name)
-        _, signature = self.server.api.signature(spec, record)
+        _, signature = self._api.signature(spec, record)
         arrays = decode_json_inputs(
-            signature.name, signature.inputs, request_format, payload, config.max_batch_size
+            signature.name, signature.inputs, request_format, payload, config.tensor_limits
         )
         request = predict_pb2.PredictRequest(model_spec=spec)
         for key, array in arrays.items():
             request.inputs[key].CopyFrom(encode_tensor(array, signature.inputs[key].dtype))
-        response = self.server.api.predict(request, deadline, record)
+        response = self._api.predict(request, deadline, record)
         outputs = {key: decode_tensor(proto) for key, proto in response.outputs.items()}
         return encode_json_outputs(outputs, request_format)
 
@@ -358,7 +324,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = get_model_status_pb2.GetModelStatusRequest(
             model_spec=_model_spec(name, version, label)
         )
-        return _as_dict(self.server.api.model_status(request, record))
+        return _as_dict(self._api.model_status(request, record))
 
     def _metadata(
         self, name: str | None, version: str | None, label: str | None, record: RequestRecord
@@ -368,7 +334,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = get_model_metadata_pb2.GetModelMetadataRequest(
             model_spec=_model_spec(name, version, label), metadata_field=[SIGNATURE_DEF_FIELD]
         )
-        response = self.server.api.model_metadata(request, record)
+        response = self._api.model_metadata(request, record)
         signature_defs = get_model_metadata_pb2.SignatureDefMap()
         response.metadata[SIGNATURE_DEF_FIELD].Unpack(signature_defs)
         # TF Serving prints the packed map unpacked, under metadata.signature_def.
@@ -377,41 +343,55 @@ class _Handler(BaseHTTPRequestHandler):
             "metadata": {SIGNATURE_DEF_FIELD: _as_dict(signature_defs)},
         }
 
-    def _json_call(self, api: str, call: Callable[[RequestRecord], dict]) -> None:
-        with self.server.metrics.request(api, "rest") as record:
+    def _json_call(self, api: str, call: Callable[[RequestRecord], dict]) -> RestReply:
+        with self._metrics.request(api, "rest") as record:
             try:
                 document = call(record)
             except StatusError as error:
                 record.code = error.code.name
-                self._send_error(error)
-                return
+                return _error_reply(error)
             except Exception as error:  # a bug: answer 500 rather than drop the connection
                 logger.exception("REST %s failed", api)
                 record.code = grpc.StatusCode.INTERNAL.name
-                self._send_error(
+                return _error_reply(
                     StatusError(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
                 )
-                return
-        self._send(200, json.dumps(document, indent=1).encode(), "application/json")
+        return RestReply(200, json.dumps(document, indent=1).encode())
 
-    def _send_error(self, error: StatusError) -> None:
-        body = json.dumps({"error": error.message}).encode()
-        self._send(http_status(error.code), body, "application/json")
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+def error_body(message: str) -> bytes:
+    """TF Serving's REST error document, {"error": message}, as bytes."""
+    return json.dumps({"error": message}).encode()
+
+
+def _error_reply(error: StatusError, status: int | None = None) -> RestReply:
+    return RestReply(status or http_status(error.code), error_body(error.message))
+
+
+def request_too_large(size: int, limit: int) -> StatusError:
+    """The INVALID_ARGUMENT for a body of `size` bytes (at least) over `limit`."""
+    return invalid_argument(
+        f"the request is {size} bytes, over this server's max_message_bytes of {limit} "
+        "(--max-message-bytes); send fewer rows per request"
+    )
 
 
 def _model_spec(
     name: str, version: str | None, label: str | None, signature_name: str = ""
 ) -> model_pb2.ModelSpec:
+    """The ModelSpec of a REST path.
+
+    Raises:
+      StatusError: INVALID_ARGUMENT, the version number does not fit in an int64.
+    """
     spec = model_pb2.ModelSpec(name=urllib.parse.unquote(name), signature_name=signature_name)
     if version is not None:
-        spec.version.value = int(version)
+        number = int(version)
+        if number > _INT64_MAX:
+            raise invalid_argument(
+                f"version {version} in the URL does not fit in an int64 (at most {_INT64_MAX})"
+            )
+        spec.version.value = number
     elif label is not None:
         spec.version_label = urllib.parse.unquote(label)
     return spec
@@ -437,12 +417,24 @@ def _only_input(signature_name: str, specs: Mapping[str, TensorSpec]) -> str:
     return next(iter(specs))
 
 
-def _json_shape(value: Any, name: str) -> tuple[int, ...]:
+def _json_shape(
+    value: Any, name: str, max_rank: int = TensorLimits.max_rank, depth: int = 0
+) -> tuple[int, ...]:
+    """The shape of nested JSON lists.
+
+    Raises:
+      StatusError: INVALID_ARGUMENT, ragged lists or nesting deeper than `max_rank`.
+    """
     if not isinstance(value, list):
         return ()
+    if depth >= max_rank:
+        raise invalid_argument(
+            f"input {name!r} is nested more than {max_rank} lists deep, over this server's "
+            "limit on tensor dimensions"
+        )
     if not value:
         return (0,)
-    shapes = {_json_shape(item, name) for item in value}
+    shapes = {_json_shape(item, name, max_rank, depth + 1) for item in value}
     if len(shapes) > 1:
         raise invalid_argument(f"input {name!r} is a ragged list (rows of shapes {sorted(shapes)})")
     return (len(value), *shapes.pop())

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass
@@ -28,9 +29,10 @@ from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_p
 
 from serving.server.api import ServingApi
 from serving.server.config import ServingConfig
+from serving.server.drain import Admission
 from serving.server.model_manager import ModelManager
 from serving.server.monitoring import ServingMetrics
-from serving.server.rest import RestServer
+from serving.server.rest_server import RestServer
 from serving.server.services import (
     MODEL_SERVICE,
     PREDICTION_SERVICE,
@@ -46,6 +48,8 @@ _HEALTH_SERVICES = (health.OVERALL_HEALTH, PREDICTION_SERVICE, MODEL_SERVICE)
 # Beyond this, gRPC itself refuses a message before reading it (RESOURCE_EXHAUSTED); up to it,
 # the server reads the message and answers INVALID_ARGUMENT naming max_message_bytes.
 _HARD_LIMIT_FACTOR = 2
+# While draining, this long without an arriving gRPC call means clients have stopped sending.
+_DRAIN_QUIET_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class EmbeddedServer:
         self._set_serving(False)
         self.manager = ModelManager(config, self.metrics, on_availability=self._set_serving)
         self.api = ServingApi(self.manager)
+        self._admission = Admission()
         self._grpc: grpc.Server | None = None
         self._rest: RestServer | None = None
         self._ports: BoundPorts | None = None
@@ -133,6 +138,11 @@ class EmbeddedServer:
     def stop(self, grace: float | None = None) -> None:
         """Drains and stops: health NOT_SERVING, new calls refused, in-flight calls finish.
 
+        gRPC calls arriving from here on end UNAVAILABLE (retryable) and REST connections are
+        refused; calls and requests already admitted run to their end. gRPC's own shutdown
+        starts only once gRPC has been quiet (`serving.server.drain`), so no call it received
+        is cancelled.
+
         Args:
           grace: seconds in-flight calls may still take; then they are cancelled. None waits
             for them without limit.
@@ -142,12 +152,20 @@ class EmbeddedServer:
                 self._stopped.set()
                 return
             logger.info("draining: health NOT_SERVING, finishing in-flight requests")
+            end = None if grace is None else time.monotonic() + grace
             # Health watchers hear NOT_SERVING first, so load balancers stop sending.
             self._health.enter_graceful_shutdown()
-            stopped = self._grpc.stop(grace)
+            rest_stopper = None
             if self._rest is not None:
-                self._rest.stop(grace)
-            stopped.wait()
+                rest_stopper = threading.Thread(
+                    target=self._rest.stop, args=(grace,), name="rest-drain"
+                )
+                rest_stopper.start()
+            self._admission.drain(_DRAIN_QUIET_S, grace)
+            remaining = None if end is None else max(0.0, end - time.monotonic())
+            self._grpc.stop(remaining).wait()
+            if rest_stopper is not None:
+                rest_stopper.join()
             self.manager.stop()
             logger.info("stopped")
             self._stopped.set()
@@ -177,10 +195,10 @@ class EmbeddedServer:
             ],
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.api, self.metrics), server
+            PredictionServicer(self.api, self.metrics, self._admission), server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(self.api, self.metrics), server
+            ModelServicer(self.api, self.metrics, self._admission), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         return server

@@ -16,6 +16,7 @@ import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving.server.api import ServingApi
+from serving.server.drain import Admission
 from serving.server.monitoring import RequestRecord, ServingMetrics
 from serving.server.requests import StatusError
 
@@ -28,12 +29,16 @@ MODEL_SERVICE = "tensorflow.serving.ModelService"
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """PredictionService/Predict and GetModelMetadata; the other methods stay UNIMPLEMENTED."""
 
-    def __init__(self, api: ServingApi, metrics: ServingMetrics) -> None:
+    def __init__(
+        self, api: ServingApi, metrics: ServingMetrics, admission: Admission | None = None
+    ) -> None:
         self._api = api
         self._metrics = metrics
+        self._admission = admission or Admission()
 
     def Predict(self, request, context):
         return _answer(
+            self._admission,
             self._metrics,
             "Predict",
             context,
@@ -42,6 +47,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def GetModelMetadata(self, request, context):
         return _answer(
+            self._admission,
             self._metrics,
             "GetModelMetadata",
             context,
@@ -52,12 +58,16 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     """ModelService/GetModelStatus; HandleReloadConfigRequest stays UNIMPLEMENTED."""
 
-    def __init__(self, api: ServingApi, metrics: ServingMetrics) -> None:
+    def __init__(
+        self, api: ServingApi, metrics: ServingMetrics, admission: Admission | None = None
+    ) -> None:
         self._api = api
         self._metrics = metrics
+        self._admission = admission or Admission()
 
     def GetModelStatus(self, request, context):
         return _answer(
+            self._admission,
             self._metrics,
             "GetModelStatus",
             context,
@@ -66,13 +76,22 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def _answer(
+    admission: Admission,
     metrics: ServingMetrics,
     api: str,
     context: grpc.ServicerContext,
     call: Callable[[RequestRecord], Any],
 ) -> Any:
-    """Runs `call(record)`, counting it; a StatusError becomes the call's gRPC status."""
+    """Runs `call(record)`, counting it; a StatusError becomes the call's gRPC status.
+
+    While the server drains, the call is not run: it ends UNAVAILABLE, which clients retry.
+    """
     with metrics.request(api, "grpc") as record:
+        if not admission.admit():
+            record.code = grpc.StatusCode.UNAVAILABLE.name
+            code = grpc.StatusCode.UNAVAILABLE
+            message = "the server is shutting down; retry on another replica"
+            context.abort(code, message)
         try:
             return call(record)
         except StatusError as error:
@@ -83,6 +102,8 @@ def _answer(
             logger.exception("%s failed", api)
             record.code = grpc.StatusCode.INTERNAL.name
             code, message = grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"
+        finally:
+            admission.release()
     context.abort(code, message)
 
 
