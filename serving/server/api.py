@@ -7,6 +7,8 @@ end (`serving.server.rest`) both call it, so the two transports answer alike.
 
 from __future__ import annotations
 
+import time
+
 from google.protobuf import any_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -93,7 +95,10 @@ class ServingApi:
         inputs = decode_inputs(
             signature.name, signature.inputs, request.inputs, self._config.tensor_limits
         )
+        started = time.perf_counter()
         outputs = signature.run(inputs, request.output_filter, deadline)
+        if record is not None:
+            record.runtime_s = time.perf_counter() - started
         response = predict_pb2.PredictResponse(model_spec=_answering_spec(servable, signature.name))
         for key, array in outputs.items():
             response.outputs[key].CopyFrom(encode_tensor(array, signature.outputs[key].dtype))

@@ -233,6 +233,21 @@ class ModelManager:
             if version not in found or _fingerprint(found[version]) != fingerprint:
                 del self._failed[version]
 
+    def _warm_up(self, servable: Servable, path: Path) -> int:
+        """Replays the version's warm-up requests, recording TF Serving's warm-up latency."""
+        started = time.monotonic()
+        status = "OK"
+        try:
+            return replay_warmup(servable, self._config.tensor_limits)
+        except StatusError as error:
+            status = error.code.name
+            raise
+        except Exception:
+            status = grpc.StatusCode.INTERNAL.name
+            raise
+        finally:
+            self._metrics.warmup_latency(str(path), status, time.monotonic() - started)
+
     def _load(self, version: int, path: Path) -> None:
         name = self._config.model_name
         self._set_status(VersionStatus(version, "LOADING"))
@@ -243,11 +258,7 @@ class ModelManager:
             servable = load_servable(name, version, path)
             if self._config.enable_batching:
                 servable = self._with_batching(servable)
-            warmups = (
-                replay_warmup(servable, self._config.tensor_limits)
-                if self._config.enable_warmup
-                else 0
-            )
+            warmups = self._warm_up(servable, path) if self._config.enable_warmup else 0
         except Exception as error:
             if servable is not None:
                 servable.close()

@@ -12,6 +12,10 @@ Series (labels in braces):
   serving_model_available_version{model}: the highest available version, 0 while none is.
   serving_warmup_requests_total{model}: warm-up requests replayed.
   serving_batch_size{model,signature}: rows per model call when batching is on.
+
+TF Serving's own series (":tensorflow:serving:request_count", request_latency, runtime_latency,
+model_warmup_latency, with its labels; `serving.server.tf_serving_metrics`) are on the same page,
+so dashboards and alerts written for TF Serving work against the embedded server too.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from serving.server.tf_serving_metrics import TfServingMetrics
 
 # TF Serving's default path for the Prometheus exporter (PrometheusExporter::kPrometheusPath).
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
@@ -41,11 +47,13 @@ class RequestRecord:
       model: the model name once it matched the served model; UNKNOWN before.
       signature: the signature key once it resolved; "" for calls without one.
       code: the gRPC status name the request ended with.
+      runtime_s: seconds the model itself ran for this request; None when it did not run.
     """
 
     model: str = UNKNOWN
     signature: str = ""
     code: str = "OK"
+    runtime_s: float | None = None
 
 
 class ServingMetrics:
@@ -53,6 +61,7 @@ class ServingMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.tf_serving = TfServingMetrics()
         request_labels = ("model", "signature", "api", "protocol")
         self._requests = Counter(
             "serving_requests",
@@ -119,9 +128,13 @@ class ServingMetrics:
             yield record
         finally:
             in_flight.dec()
+            elapsed = time.perf_counter() - started
             labels = (record.model, record.signature, api, protocol)
             self._requests.labels(*labels).inc()
-            self._latency.labels(*labels).observe(time.perf_counter() - started)
+            self._latency.labels(*labels).observe(elapsed)
+            self.tf_serving.request(
+                record.model, api, protocol.upper(), record.code, elapsed, record.runtime_s
+            )
             if record.code != "OK":
                 self._errors.labels(*labels, record.code).inc()
 
@@ -134,9 +147,13 @@ class ServingMetrics:
     def warmup_replayed(self, model: str, count: int) -> None:
         self._warmup.labels(model).inc(count)
 
+    def warmup_latency(self, model_path: str, status: str, seconds: float) -> None:
+        self.tf_serving.warmup(model_path, status, seconds)
+
     def batch_run(self, model: str, signature: str, rows: int) -> None:
         self._batch_size.labels(model, signature).observe(rows)
 
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of all series, and its Content-Type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        page = generate_latest(self.registry) + self.tf_serving.exposition().encode()
+        return page, CONTENT_TYPE_LATEST
