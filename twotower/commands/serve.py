@@ -107,9 +107,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("--grpc-max-workers", int, "threads answering gRPC calls"),
     ):
         field = flag[2:].replace("-", "_")
-        field = {"rest_read_timeout": "rest_read_timeout_s", "rest_keepalive": "rest_keepalive_s"}.get(
-            field, field
-        )
+        field = {
+            "rest_read_timeout": "rest_read_timeout_s",
+            "rest_keepalive": "rest_keepalive_s",
+        }.get(field, field)
         limits.add_argument(
             flag,
             type=kind,
