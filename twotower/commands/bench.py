@@ -1,11 +1,11 @@
-"""`twotower bench {index,serve,quality}`: measurements that write benchmarks/results/*.json."""
+"""`twotower bench {index,serve,quality,train}`: measurements that write benchmarks/results/*.json."""
 
 from __future__ import annotations
 
 import argparse
 
 # Each module registers one benchmark under `twotower bench`.
-_BENCHMARKS = ("bench_index", "bench_serve", "bench_quality")
+_BENCHMARKS = ("bench_index", "bench_serve", "bench_quality", "bench_train")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
