@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 import types
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from export.contract import DEFAULT_MODEL_NAME, GRPC_PORT, REST_PORT
 from tfrs_model.errors import ConfigError
@@ -151,6 +151,13 @@ class ServingConfig:
         0 (TF Serving's advice for online serving) batches only calls that queued up anyway.
       num_batch_threads: with batching, how many merged batches run at the same time.
       max_enqueued_batches: with batching, how many batches may wait; beyond, UNAVAILABLE.
+      workers: embedded server processes sharing the gRPC and REST ports (SO_REUSEPORT), each
+        loading the model from `model_base_path` itself (`serving.server.supervisor`); 1 serves
+        from one process.
+      reuse_port: listen with SO_REUSEPORT so that several processes share the ports; the
+        supervisor sets it for its workers.
+      max_worker_restarts: with several workers, crashed workers restarted within one minute at
+        most; one more crash stops the server with a non-zero exit status.
     """
 
     model_base_path: Path
@@ -179,6 +186,9 @@ class ServingConfig:
     batch_timeout_micros: int = 0
     num_batch_threads: int = 2
     max_enqueued_batches: int = 64
+    workers: int = 1
+    reuse_port: bool = False
+    max_worker_restarts: int = 5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_base_path", Path(self.model_base_path))
@@ -225,12 +235,15 @@ class ServingConfig:
             "rest_timeout_s": self.rest_timeout_s,
             "num_batch_threads": self.num_batch_threads,
             "max_enqueued_batches": self.max_enqueued_batches,
+            "workers": self.workers,
         }
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{name} must be positive, got {value}")
-        if self.drain_grace_s < 0 or self.batch_timeout_micros < 0:
-            raise ConfigError("drain_grace_s and batch_timeout_micros must be >= 0")
+        if self.drain_grace_s < 0 or self.batch_timeout_micros < 0 or self.max_worker_restarts < 0:
+            raise ConfigError(
+                "drain_grace_s, batch_timeout_micros and max_worker_restarts must be >= 0"
+            )
 
     @property
     def tensor_limits(self) -> TensorLimits:
@@ -241,3 +254,38 @@ class ServingConfig:
             max_tensor_elements=self.max_tensor_elements,
             max_tensor_bytes=self.max_tensor_bytes,
         )
+
+
+def config_to_json(config: ServingConfig) -> dict[str, Any]:
+    """`config` as JSON-serializable values, read back by `config_from_json` (in a worker)."""
+    values: dict[str, Any] = {f.name: getattr(config, f.name) for f in fields(config)}
+    values["model_base_path"] = str(config.model_base_path)
+    values["version_labels"] = dict(config.version_labels)
+    policy = config.version_policy
+    values["version_policy"] = {
+        "kind": policy.kind,
+        "num_versions": policy.num_versions,
+        "versions": list(policy.versions),
+    }
+    return values
+
+
+def config_from_json(values: Mapping[str, Any]) -> ServingConfig:
+    """The `ServingConfig` that `config_to_json` wrote.
+
+    Raises:
+      ConfigError: a value is invalid, or a field is unknown.
+    """
+    values = dict(values)
+    known = {f.name for f in fields(ServingConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown ServingConfig fields {unknown}")
+    policy = values.pop("version_policy", None)
+    if policy is not None:
+        values["version_policy"] = VersionPolicy(
+            kind=policy["kind"],
+            num_versions=policy["num_versions"],
+            versions=tuple(policy["versions"]),
+        )
+    return ServingConfig(**values)

@@ -160,7 +160,8 @@ def serve(config: ServingConfig, embedded: bool = False) -> int:
     """Serves `config` until SIGTERM or SIGINT; returns the exit status.
 
     Runs `tensorflow_model_server` when it is on PATH and `embedded` is False; otherwise the
-    embedded server. Logs which one it chose.
+    embedded server, in `config.workers` processes sharing the ports when that is above 1
+    (`serving.server.supervisor`). Logs which one it chose.
 
     Raises:
       ConfigError: the config cannot be served (ports, model_base_path).
@@ -171,9 +172,15 @@ def serve(config: ServingConfig, embedded: bool = False) -> int:
             "serving with the embedded server (%s)",
             "--embedded" if embedded else f"{MODEL_SERVER_BINARY} is not on PATH",
         )
+        if config.workers > 1:
+            from serving.server.supervisor import run_workers
+
+            return run_workers(config)
         from serving.server.server import run_until_signal  # imports TensorFlow: only here
 
         return run_until_signal(config)
+    if config.workers > 1:
+        logger.warning("--workers %d applies to the embedded server only", config.workers)
     logger.info("serving with %s (%s)", MODEL_SERVER_BINARY, binary)
     return run_model_server(config, binary)
 

@@ -12,6 +12,11 @@ Series (labels in braces):
   serving_model_available_version{model}: the highest available version, 0 while none is.
   serving_warmup_requests_total{model}: warm-up requests replayed.
   serving_batch_size{model,signature}: rows per model call when batching is on.
+  serving_process_info{pid}: 1, naming the process that answered the scrape. With
+    `--workers N` every worker process keeps its own series and a scrape of the shared port
+    reaches one of them (the kernel picks), so sum over `pid` (e.g. scrape each worker's
+    connection until every pid was seen) or serve one worker per pod when a scrape must
+    see everything.
 
 TF Serving's own series (":tensorflow:serving:request_count", request_latency, runtime_latency,
 model_warmup_latency, with its labels; `serving.server.tf_serving_metrics`) are on the same page,
@@ -20,6 +25,7 @@ so dashboards and alerts written for TF Serving work against the embedded server
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -113,6 +119,12 @@ class ServingMetrics:
             buckets=_BATCH_BUCKETS,
             registry=self.registry,
         )
+        Gauge(
+            "serving_process_info",
+            "1 for the server process that answered this scrape (one of --workers).",
+            ("pid",),
+            registry=self.registry,
+        ).labels(str(os.getpid())).set(1)
 
     @contextmanager
     def request(self, api: str, protocol: str) -> Iterator[RequestRecord]:

@@ -117,6 +117,8 @@ class RestServer:
             family=socket.AF_INET6 if ":" in config.host else socket.AF_INET,
             backlog=config.rest_backlog,
             reuse_address=True,
+            # Several worker processes of one supervisor share the port; see ServingConfig.
+            reuse_port=config.reuse_port,
             start_serving=False,
         )
         return web_server, listener

@@ -19,7 +19,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -188,8 +188,10 @@ class EmbeddedServer:
         server = grpc.server(
             futures.ThreadPoolExecutor(config.grpc_max_workers, thread_name_prefix="grpc"),
             options=[
-                # Without this Linux lets a second server bind the same port and split the calls.
-                ("grpc.so_reuseport", 0),
+                # Set explicitly: gRPC's default on Linux is on, which would let any second
+                # server bind the same port and split the calls. On only for the workers of one
+                # supervisor (`serving.server.supervisor`), which share the port on purpose.
+                ("grpc.so_reuseport", 1 if config.reuse_port else 0),
                 ("grpc.max_receive_message_length", hard_limit),
                 ("grpc.max_send_message_length", -1),
             ],
@@ -221,11 +223,14 @@ class EmbeddedServer:
 
 
 def run_until_signal(
-    config: ServingConfig, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
+    config: ServingConfig,
+    signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
+    on_ready: Callable[[BoundPorts], None] | None = None,
 ) -> int:
     """Serves until one of `signals` arrives, then drains for up to `config.drain_grace_s`.
 
     Must run in the main thread (Python delivers signals there). Returns 0, the exit status.
+    `on_ready(ports)` is called once the server answers (a worker tells its supervisor).
 
     Raises:
       ConfigError: as `EmbeddedServer.start`.
@@ -240,7 +245,9 @@ def run_until_signal(
     previous = {sig: signal.signal(sig, request_stop) for sig in signals}
     try:
         server = EmbeddedServer(config)
-        server.start()
+        ports = server.start()
+        if on_ready is not None:
+            on_ready(ports)
         # A timed wait, so the main thread wakes up to run the Python signal handler promptly.
         while not stop_requested.wait(0.5):
             pass

@@ -197,7 +197,10 @@ def test_cli_defaults_are_tf_serving_conventions():
 
     config = serve_cli.serving_config(args)
 
-    assert config == ServingConfig(model_base_path=Path("models/twotower"))
+    # The embedded server runs one worker process per core unless --workers says otherwise.
+    assert config == ServingConfig(
+        model_base_path=Path("models/twotower"), workers=serve_cli.default_workers()
+    )
     assert (config.grpc_port, config.rest_port, config.host) == (8500, 8501, "127.0.0.1")
     assert args.handler is serve_cli._serve
 
@@ -240,4 +243,5 @@ def test_cli_handler_calls_the_launcher_once(monkeypatch):
     args = _parse(["--model-base-path", "m", "--embedded"])
 
     assert args.handler(args) == 0
-    assert calls == [(ServingConfig(model_base_path=Path("m")), True)]
+    workers = serve_cli.default_workers()
+    assert calls == [(ServingConfig(model_base_path=Path("m"), workers=workers), True)]

@@ -247,7 +247,7 @@ def test_sigterm_drains_the_cli_server_and_exits_zero(tmp_path, tiny, write_vers
     command = [
         sys.executable, "-m", "twotower", "serve", "--embedded",
         "--model-base-path", str(base), "--model-name", tiny.model_name,
-        "--port", "0", "--rest-api-port", "0", "--drain-grace", "10",
+        "--port", "0", "--rest-api-port", "0", "--drain-grace", "10", "--workers", "1",
     ]  # fmt: skip
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
