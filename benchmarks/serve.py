@@ -22,9 +22,14 @@ benchmark.
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
+import os
+import shutil
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -69,6 +74,10 @@ class LoadTestConfig:
       signature: the signature to call.
       mode: "threads" (threads sharing one channel) or "aio" (coroutines on one grpc.aio channel).
       max_requests: stop after this many requests in all (warm-up included), whatever the time.
+      channels: connections the workers are spread over (worker i uses channel i mod channels).
+        One channel is one HTTP/2 connection, which a server running several processes on one
+        port (`twotower serve --workers N`) hands to one of them, so spreading the load over N
+        processes needs at least N connections, as N separate clients would have.
     """
 
     client: ClientConfig
@@ -79,12 +88,13 @@ class LoadTestConfig:
     signature: str = contract.SERVING_DEFAULT
     mode: str = "threads"
     max_requests: int = 1_000_000
+    channels: int = 1
 
     def __post_init__(self) -> None:
         if not self.ids:
             raise ConfigError("the load test needs at least one id to send")
-        if self.concurrency < 1 or self.max_requests < 1:
-            raise ConfigError("concurrency and max_requests must be at least 1")
+        if self.concurrency < 1 or self.max_requests < 1 or self.channels < 1:
+            raise ConfigError("concurrency, max_requests and channels must be at least 1")
         if self.duration_s <= 0 or self.warmup_s < 0:
             raise ConfigError("duration_s must be positive and warmup_s not negative")
         if self.mode not in MODES:
@@ -188,18 +198,21 @@ def without_retries(client: ClientConfig) -> ClientConfig:
     return replace(client, retry=replace(client.retry, max_attempts=1))
 
 
-def open_channel(config: ClientConfig, *, aio: bool = False) -> Any:
+def open_channel(config: ClientConfig, *, aio: bool = False, own_connection: bool = False) -> Any:
     """A channel to `config.target`: a `grpc.Channel`, or a `grpc.aio.Channel` if `aio`.
 
     Plaintext, or TLS with the credentials of `config.tls`; options from `channel_options`, as
     the client's own channel has them. An aio channel must be opened inside the event loop that
-    uses it.
+    uses it. With `own_connection`, the channel does not share its connection with other
+    channels of this process to the same target (gRPC's global subchannel pool would).
 
     Raises:
       ConfigError: a TLS file cannot be read.
     """
     module: Any = grpc.aio if aio else grpc
     options = channel_options(config)
+    if own_connection:
+        options.append(("grpc.use_local_subchannel_pool", 1))
     if config.tls is None:
         return module.insecure_channel(config.target, options=options)
     return module.secure_channel(config.target, config.tls.credentials(), options=options)
@@ -223,7 +236,8 @@ class _WorkerLog:
     sent: int = 0
     last_answer: float = 0.0
 
-    def record(self, window: _Window, started: float, code: grpc.StatusCode | None) -> None:
+    def record(self, window: _Window, started: float, code: str | None) -> None:
+        """Counts one answer: `code` None for a success, else the gRPC code (or HTTP_<n>)."""
         finished = time.perf_counter()
         self.sent += 1
         if started < window.count_from:
@@ -232,7 +246,7 @@ class _WorkerLog:
         if code is None:
             self.latencies_s.append(finished - started)
         else:
-            self.errors[code.name] += 1
+            self.errors[code] += 1
 
     def more(self, window: _Window) -> bool:
         return self.sent < window.budget and time.perf_counter() < window.stop_at
@@ -247,7 +261,7 @@ def _thread_worker(
         try:
             predict(requests[n % len(requests)], timeout=timeout_s)
         except grpc.RpcError as error:
-            code = error.code()
+            code = error.code().name
         log.record(window, started, code)
         n += 1
     return log
@@ -262,7 +276,7 @@ async def _aio_worker(
         try:
             await predict(requests[n % len(requests)], timeout=timeout_s)
         except grpc.RpcError as error:
-            code = error.code()
+            code = error.code().name
         log.record(window, started, code)
         n += 1
     return log
@@ -284,39 +298,55 @@ def _not_ready(config: LoadTestConfig) -> ServingError:
 
 
 def _run_threads(config: LoadTestConfig, requests: list[Any]) -> tuple[_Window, list[_WorkerLog]]:
-    channel = open_channel(config.client)
+    count = min(config.channels, config.concurrency)
+    channels = [open_channel(config.client, own_connection=count > 1) for _ in range(count)]
     try:
-        try:
-            grpc.channel_ready_future(channel).result(timeout=config.client.timeout_s)
-        except grpc.FutureTimeoutError as error:
-            raise _not_ready(config) from error
-        predict = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
+        for channel in channels:
+            try:
+                grpc.channel_ready_future(channel).result(timeout=config.client.timeout_s)
+            except grpc.FutureTimeoutError as error:
+                raise _not_ready(config) from error
+        stubs = [prediction_service_pb2_grpc.PredictionServiceStub(c).Predict for c in channels]
         window, stride = _window(config), len(requests) // config.concurrency
         with futures.ThreadPoolExecutor(config.concurrency, thread_name_prefix="loadtest") as pool:
             logs = [
                 pool.submit(
-                    _thread_worker, predict, requests, i * stride, window, config.client.timeout_s
+                    _thread_worker,
+                    stubs[i % count],
+                    requests,
+                    i * stride,
+                    window,
+                    config.client.timeout_s,
                 )
                 for i in range(config.concurrency)
             ]
             return window, [log.result() for log in logs]
     finally:
-        channel.close()
+        for channel in channels:
+            channel.close()
 
 
 async def _run_aio(config: LoadTestConfig, requests: list[Any]) -> tuple[_Window, list[_WorkerLog]]:
-    async with open_channel(config.client, aio=True) as channel:
-        try:
-            await asyncio.wait_for(channel.channel_ready(), config.client.timeout_s)
-        except TimeoutError as error:
-            raise _not_ready(config) from error
-        predict = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
+    count = min(config.channels, config.concurrency)
+    channels = [
+        open_channel(config.client, aio=True, own_connection=count > 1) for _ in range(count)
+    ]
+    try:
+        for channel in channels:
+            try:
+                await asyncio.wait_for(channel.channel_ready(), config.client.timeout_s)
+            except TimeoutError as error:
+                raise _not_ready(config) from error
+        stubs = [prediction_service_pb2_grpc.PredictionServiceStub(c).Predict for c in channels]
         window, stride = _window(config), len(requests) // config.concurrency
         workers = [
-            _aio_worker(predict, requests, i * stride, window, config.client.timeout_s)
+            _aio_worker(stubs[i % count], requests, i * stride, window, config.client.timeout_s)
             for i in range(config.concurrency)
         ]
         return window, list(await asyncio.gather(*workers))
+    finally:
+        for channel in channels:
+            await channel.close()
 
 
 def run_load_test(config: LoadTestConfig) -> LoadTestResult:
@@ -331,14 +361,7 @@ def run_load_test(config: LoadTestConfig) -> LoadTestResult:
       ConfigError: the model has no such signature, or its inputs cannot be built from ids.
     """
     config = replace(config, client=without_retries(config.client))
-    with TwoTowerClient(config.client) as client:
-        metadata = client.metadata()
-    signature = metadata.signatures.get(config.signature)
-    if signature is None:
-        raise ConfigError(
-            f"model {metadata.model_name!r} (version {metadata.version}) has no signature "
-            f"{config.signature!r}; it has {sorted(metadata.signatures)}"
-        )
+    signature = _signature(config)
     requests = [
         build_predict_request(config.client, request_inputs(signature, [i]), config.signature)
         for i in config.ids[:_MAX_DISTINCT_REQUESTS]
@@ -347,15 +370,34 @@ def run_load_test(config: LoadTestConfig) -> LoadTestResult:
         window, logs = asyncio.run(_run_aio(config, requests))
     else:
         window, logs = _run_threads(config, requests)
+    return _result(config, config.client.target, config.mode, window, logs)
+
+
+def _signature(config: LoadTestConfig) -> SignatureDescription:
+    """The signature to call, as GetModelMetadata describes it."""
+    with TwoTowerClient(config.client) as client:
+        metadata = client.metadata()
+    signature = metadata.signatures.get(config.signature)
+    if signature is None:
+        raise ConfigError(
+            f"model {metadata.model_name!r} (version {metadata.version}) has no signature "
+            f"{config.signature!r}; it has {sorted(metadata.signatures)}"
+        )
+    return signature
+
+
+def _result(
+    config: LoadTestConfig, target: str, mode: str, window: _Window, logs: list[_WorkerLog]
+) -> LoadTestResult:
     latencies = [s for log in logs for s in log.latencies_s]
     errors = sum((log.errors for log in logs), Counter())
     last_answer = max(log.last_answer for log in logs)
     elapsed = max(last_answer - window.count_from, 0.0)
     return LoadTestResult(
-        target=config.client.target,
+        target=target,
         model_name=config.client.model_name,
         signature=config.signature,
-        mode=config.mode,
+        mode=mode,
         concurrency=config.concurrency,
         duration_s=elapsed,
         requests=len(latencies) + errors.total(),
@@ -363,6 +405,85 @@ def run_load_test(config: LoadTestConfig) -> LoadTestResult:
         qps=len(latencies) / elapsed if elapsed > 0 else 0.0,
         latency=summarize(latencies),
     )
+
+
+def rest_predict_body(signature: str, inputs: Mapping[str, np.ndarray]) -> bytes:
+    """TF Serving's REST Predict body in the columnar format: {"signature_name", "inputs"}."""
+
+    def plain(value: Any) -> Any:
+        return value.decode() if isinstance(value, bytes) else value
+
+    columns = {
+        key: np.vectorize(plain, otypes=[object])(array).tolist() if array.dtype == object
+        else array.tolist()
+        for key, array in inputs.items()
+    }  # fmt: skip
+    return json.dumps({"signature_name": signature, "inputs": columns}).encode()
+
+
+def run_rest_load_test(config: LoadTestConfig, rest_target: str) -> LoadTestResult:
+    """The load test of `config` over TF Serving's REST API at `rest_target` (host:port).
+
+    The signature's inputs are read over gRPC (`config.client`) first; then `concurrency`
+    threads each POST batch-1 requests to /v1/models/<name>:predict back to back over a
+    keep-alive connection of their own. Failures are counted as HTTP_<status> (HTTP_0: the
+    connection failed); the result's mode is "rest".
+
+    Raises:
+      ServingError, ConfigError: as for `run_load_test`.
+    """
+    config = replace(config, client=without_retries(config.client))
+    signature = _signature(config)
+    bodies = [
+        rest_predict_body(config.signature, request_inputs(signature, [i]))
+        for i in config.ids[:_MAX_DISTINCT_REQUESTS]
+    ]
+    host, _, port = rest_target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"the REST target must be host:port, not {rest_target!r}")
+    path = f"/v1/models/{config.client.model_name}:predict"
+    window, stride = _window(config), len(bodies) // config.concurrency
+    with futures.ThreadPoolExecutor(config.concurrency, thread_name_prefix="rest-load") as pool:
+        logs = [
+            pool.submit(
+                _rest_worker,
+                (host.strip("[]"), int(port), path, config.client.timeout_s),
+                bodies,
+                i * stride,
+                window,
+            )
+            for i in range(config.concurrency)
+        ]
+        logs = [log.result() for log in logs]
+    return _result(config, rest_target, "rest", window, logs)
+
+
+def _rest_worker(
+    endpoint: tuple[str, int, str, float], bodies: list[bytes], first: int, window: _Window
+) -> _WorkerLog:
+    host, port, path, timeout_s = endpoint
+    log, n = _WorkerLog(), first
+    connection = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    headers = {"Content-Type": "application/json"}
+    try:
+        while log.more(window):
+            started, code = time.perf_counter(), None
+            try:
+                connection.request("POST", path, bodies[n % len(bodies)], headers)
+                reply = connection.getresponse()
+                reply.read()
+                if reply.status != 200:
+                    code = f"HTTP_{reply.status}"
+                if reply.will_close:
+                    connection.close()
+            except (OSError, http.client.HTTPException):
+                code = "HTTP_0"
+                connection.close()
+            log.record(window, started, code)
+            n += 1
+    finally:
+        connection.close()
+    return log
 
 
 def _describe(name: str, function: Any) -> SignatureDescription:
@@ -434,10 +555,13 @@ class ServeBenchmark:
 
     load: LoadTestResult
     in_process: LatencySummary | None = None
+    rest: LoadTestResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
         result = self.load.to_dict()
         result["in_process_latency"] = None if self.in_process is None else asdict(self.in_process)
+        if self.rest is not None:
+            result["rest"] = self.rest.to_dict()
         return result
 
     def markdown(self, name: str) -> str:
@@ -445,6 +569,15 @@ class ServeBenchmark:
         load = self.load
         errors = ", ".join(f"{code}: {n}" for code, n in load.errors.items()) or "none"
         rows = [_row(f"gRPC ({load.mode})", load.concurrency, load.qps, load.latency)]
+        rest_note = ""
+        if self.rest is not None:
+            rest = self.rest
+            rows.append(_row("REST", rest.concurrency, rest.qps, rest.latency))
+            rest_errors = ", ".join(f"{code}: {n}" for code, n in rest.errors.items()) or "none"
+            rest_note = (
+                f" Then REST at `{rest.target}`, the same workers for {rest.duration_s:.1f} s: "
+                f"{rest.requests} requests, errors: {rest_errors}."
+            )
         if self.in_process is not None:
             mean_s = self.in_process.mean_ms / 1000
             rows.append(
@@ -454,7 +587,7 @@ class ServeBenchmark:
             f"## {name}\n\n"
             f"Batch-1 `Predict` on `{load.signature}` of model `{load.model_name}` at "
             f"`{load.target}`: {load.concurrency} closed-loop workers for {load.duration_s:.1f} s; "
-            f"{load.requests} requests, errors: {errors}.\n\n"
+            f"{load.requests} requests, errors: {errors}.{rest_note}\n\n"
             + markdown_table(
                 ["path", "concurrency", "calls", "QPS", "p50 ms", "p95 ms", "p99 ms", "max ms"],
                 rows,
@@ -475,17 +608,307 @@ def _row(path: str, concurrency: int, qps: float, latency: LatencySummary) -> li
     ]
 
 
-def run_benchmark(config: LoadTestConfig, saved_model: str | Path | None = None) -> ServeBenchmark:
-    """Runs the load test, then, if `saved_model` is given, times the same requests in process.
+def run_benchmark(
+    config: LoadTestConfig,
+    saved_model: str | Path | None = None,
+    rest_target: str | None = None,
+) -> ServeBenchmark:
+    """Runs the gRPC load test; then the same over REST at `rest_target` if given; then, if
+    `saved_model` is given, times the same requests in process, all in this one run.
 
     Raises:
       ServingError: as for `run_load_test`.
       ExportError, ConfigError: as for `measure_in_process`.
     """
     load = run_load_test(config)
+    rest = None if rest_target is None else run_rest_load_test(config, rest_target)
     if saved_model is None:
-        return ServeBenchmark(load)
+        return ServeBenchmark(load, rest=rest)
     in_process = measure_in_process(
         saved_model, config.signature, config.ids, duration_s=min(config.duration_s, 10.0)
     )
-    return ServeBenchmark(load, in_process)
+    return ServeBenchmark(load, in_process, rest)
+
+
+# --- soak: hours of load in minutes, with version swaps and malformed requests mixed in --------
+
+# A key no signature takes: a request carrying it fails INVALID_ARGUMENT (HTTP 400 over REST).
+MALFORMED_KEY = "soak_not_an_input"
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    """A soak: the load test `load` for `load.duration_s` seconds, with swaps and bad requests.
+
+    Attributes:
+      load: the gRPC load (threads mode); its duration is the soak's.
+      model_base_path: where a new version (a copy of the highest, renamed into place
+        atomically, as the exporter publishes) appears every `swap_every_s`; None: no swaps.
+      swap_every_s: seconds between published versions.
+      malformed_every: every K-th request of each worker carries an input no signature takes,
+        expected to fail INVALID_ARGUMENT and counted apart from the good requests; 0: none.
+      server_pids: processes whose resident memory (with their descendants: the workers of a
+        supervisor) is sampled every `rss_every_s` seconds; empty: not sampled.
+      keep_versions: published versions kept on disk; older ones the soak made are removed.
+    """
+
+    load: LoadTestConfig
+    model_base_path: Path | None = None
+    swap_every_s: float = 60.0
+    malformed_every: int = 0
+    server_pids: tuple[int, ...] = ()
+    rss_every_s: float = 1.0
+    keep_versions: int = 2
+
+    def __post_init__(self) -> None:
+        if self.swap_every_s <= 0 or self.rss_every_s <= 0:
+            raise ConfigError("swap_every_s and rss_every_s must be positive")
+        if self.malformed_every < 0 or self.keep_versions < 1:
+            raise ConfigError("malformed_every must be >= 0 and keep_versions >= 1")
+
+
+@dataclass(frozen=True)
+class RssSummary:
+    """Resident memory of the server processes (summed), in MiB, over `samples` samples."""
+
+    samples: int
+    start_mib: float
+    end_mib: float
+    max_mib: float
+
+
+@dataclass(frozen=True)
+class SoakResult:
+    """What a soak measured; `load` counts the good requests only.
+
+    Attributes:
+      malformed: answers to the malformed requests by status code (INVALID_ARGUMENT expected).
+      published: the versions published during the soak, in order.
+      versions_answered: good answers by the version that gave them.
+      rss: the server's memory over the soak; None when no pid was given.
+    """
+
+    load: LoadTestResult
+    malformed: dict[str, int]
+    published: tuple[int, ...]
+    versions_answered: dict[int, int]
+    rss: RssSummary | None
+
+    @property
+    def failed_good_requests(self) -> int:
+        return sum(self.load.errors.values())
+
+    @property
+    def unexpected_malformed(self) -> int:
+        """Malformed requests that did not fail INVALID_ARGUMENT."""
+        return sum(n for code, n in self.malformed.items() if code != "INVALID_ARGUMENT")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.load.to_dict(),
+            "failed_good_requests": self.failed_good_requests,
+            "malformed": self.malformed,
+            "published_versions": list(self.published),
+            "versions_answered": {str(v): n for v, n in self.versions_answered.items()},
+            "rss": None if self.rss is None else asdict(self.rss),
+        }
+
+    def markdown(self, name: str) -> str:
+        load, rss = self.load, self.rss
+        memory = (
+            "not sampled"
+            if rss is None
+            else f"{rss.start_mib:,.0f} MiB at the start, {rss.end_mib:,.0f} MiB at the end, "
+            f"{rss.max_mib:,.0f} MiB at most ({rss.samples} samples)"
+        )
+        malformed = ", ".join(f"{code}: {n}" for code, n in self.malformed.items()) or "none"
+        return (
+            f"## {name}\n\n"
+            f"Soak: batch-1 `Predict` on `{load.signature}` of model `{load.model_name}` at "
+            f"`{load.target}`, {load.concurrency} closed-loop workers for {load.duration_s:.0f} s; "
+            f"{len(self.published)} versions published under load "
+            f"({', '.join(map(str, self.published)) or 'none'}); malformed requests mixed in: "
+            f"{malformed}.\n\n"
+            f"**Failed good requests: {self.failed_good_requests}** of {load.requests}. "
+            f"Server RSS (all processes): {memory}.\n\n"
+            + markdown_table(
+                ["path", "concurrency", "calls", "QPS", "p50 ms", "p95 ms", "p99 ms", "max ms"],
+                [_row(f"gRPC ({load.mode})", load.concurrency, load.qps, load.latency)],
+            )
+        )
+
+
+def publish_copy(base: Path) -> int:
+    """Publishes a copy of the highest version under `base` as the next one; returns it.
+
+    The copy is made in a hidden sibling and renamed into place, so the server never sees a
+    partial version (as `twotower export` publishes).
+
+    Raises:
+      ConfigError: `base` holds no numeric version directory.
+    """
+    versions = sorted(int(p.name) for p in base.iterdir() if p.name.isdigit() and p.is_dir())
+    if not versions:
+        raise ConfigError(f"{base} holds no version directory to copy")
+    new = versions[-1] + 1
+    staging = base / f".soak-{new}-{os.getpid()}"
+    shutil.copytree(base / str(versions[-1]), staging)
+    os.rename(staging, base / str(new))
+    return new
+
+
+def remove_version(base: Path, version: int) -> None:
+    """Removes a version directory: renamed to a hidden name first, then deleted."""
+    hidden = base / f".soak-removed-{version}-{os.getpid()}"
+    os.rename(base / str(version), hidden)
+    shutil.rmtree(hidden, ignore_errors=True)
+
+
+def process_tree_rss(pids: Sequence[int]) -> int:
+    """Resident bytes of `pids` and all their descendants (Linux /proc); gone ones count 0."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rpartition(")")[2].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    total, todo, seen = 0, list(pids), set()
+    page = os.sysconf("SC_PAGE_SIZE")
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo.extend(children.get(pid, ()))
+        try:
+            total += int((Path("/proc") / str(pid) / "statm").read_text().split()[1]) * page
+        except OSError:
+            continue
+    return total
+
+
+def run_soak(config: SoakConfig) -> SoakResult:
+    """Runs the soak `config` describes; blocks for about its duration.
+
+    Raises:
+      ServingError, ConfigError: as for `run_load_test`; ConfigError also when a version cannot
+        be published.
+    """
+    load = replace(config.load, client=without_retries(config.load.client), mode="threads")
+    signature = _signature(load)
+    good = [
+        build_predict_request(load.client, request_inputs(signature, [i]), load.signature)
+        for i in load.ids[:_MAX_DISTINCT_REQUESTS]
+    ]
+    bad = type(good[0])()
+    bad.CopyFrom(good[0])
+    bad.inputs[MALFORMED_KEY].CopyFrom(good[0].inputs[next(iter(good[0].inputs))])
+    stop = threading.Event()
+    published: list[int] = []
+    samples: list[int] = []
+    helpers = [threading.Thread(target=_sample_rss, args=(config, samples, stop), daemon=True)]
+    if config.model_base_path is not None:
+        helpers.append(threading.Thread(target=_swap, args=(config, published, stop), daemon=True))
+    for helper in helpers:
+        helper.start()
+    try:
+        window, logs = _run_soak_threads(load, good, bad, config.malformed_every)
+    finally:
+        stop.set()
+        for helper in helpers:
+            helper.join()
+    malformed = sum((log.malformed for log in logs), Counter())
+    versions = sum((log.versions for log in logs), Counter())
+    rss = None
+    if samples:
+        mib = [s / 2**20 for s in samples]
+        rss = RssSummary(len(mib), mib[0], mib[-1], max(mib))
+    return SoakResult(
+        load=_result(load, load.client.target, load.mode, window, logs),
+        malformed=dict(sorted(malformed.items())),
+        published=tuple(published),
+        versions_answered=dict(sorted(versions.items())),
+        rss=rss,
+    )
+
+
+@dataclass
+class _SoakLog(_WorkerLog):
+    malformed: Counter[str] = field(default_factory=Counter)
+    versions: Counter[int] = field(default_factory=Counter)
+
+
+def _run_soak_threads(
+    config: LoadTestConfig, good: list[Any], bad: Any, every: int
+) -> tuple[_Window, list[_SoakLog]]:
+    count = min(config.channels, config.concurrency)
+    channels = [open_channel(config.client, own_connection=count > 1) for _ in range(count)]
+    try:
+        stubs = [prediction_service_pb2_grpc.PredictionServiceStub(c).Predict for c in channels]
+        window, stride = _window(config), len(good) // config.concurrency
+        with futures.ThreadPoolExecutor(config.concurrency, thread_name_prefix="soak") as pool:
+            logs = [
+                pool.submit(
+                    _soak_worker,
+                    stubs[i % count],
+                    (good, bad, every),
+                    i * stride,
+                    window,
+                    config.client.timeout_s,
+                )
+                for i in range(config.concurrency)
+            ]
+            return window, [log.result() for log in logs]
+    finally:
+        for channel in channels:
+            channel.close()
+
+
+def _soak_worker(
+    predict: Callable[..., Any],
+    requests: tuple[list[Any], Any, int],
+    first: int,
+    window: _Window,
+    timeout_s: float,
+) -> _SoakLog:
+    good, bad, every = requests
+    log, n = _SoakLog(), first
+    while log.more(window):
+        if every and n % every == every - 1:
+            try:
+                predict(bad, timeout=timeout_s)
+                log.malformed["OK"] += 1
+            except grpc.RpcError as error:
+                log.malformed[error.code().name] += 1
+            n += 1
+            continue
+        started, code = time.perf_counter(), None
+        try:
+            reply = predict(good[n % len(good)], timeout=timeout_s)
+            log.versions[reply.model_spec.version.value] += 1
+        except grpc.RpcError as error:
+            code = error.code().name
+        log.record(window, started, code)
+        n += 1
+    return log
+
+
+def _swap(config: SoakConfig, published: list[int], stop: threading.Event) -> None:
+    assert config.model_base_path is not None
+    while not stop.wait(config.swap_every_s):
+        published.append(publish_copy(config.model_base_path))
+        for old in published[: -config.keep_versions]:
+            if (config.model_base_path / str(old)).exists():
+                remove_version(config.model_base_path, old)
+
+
+def _sample_rss(config: SoakConfig, samples: list[int], stop: threading.Event) -> None:
+    if not config.server_pids:
+        return
+    while True:
+        samples.append(process_tree_rss(config.server_pids))
+        if stop.wait(config.rss_every_s):
+            return

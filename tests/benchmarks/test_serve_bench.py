@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import socket
 from collections.abc import Iterator
 
@@ -22,6 +23,7 @@ from benchmarks.serve import (
     LoadTestConfig,
     LoadTestResult,
     ServeBenchmark,
+    SoakConfig,
     measure_in_process,
     open_channel,
     request_inputs,
@@ -277,3 +279,69 @@ def test_measure_in_process_times_the_saved_model_signature(tmp_path):
     assert 0 < summary.p50_ms <= summary.max_ms
     with pytest.raises(ConfigError, match="has no signature 'nope'"):
         measure_in_process(path, "nope", ["196"])
+
+
+# --- REST load and soak against the embedded server on loopback ------------------------------
+
+
+@pytest.fixture
+def embedded(tmp_path, tiny, write_version):
+    """An embedded server over version 1 of the tiny model; yields (server, base path)."""
+    from serving.server.server import EmbeddedServer
+
+    base = tmp_path / "base"
+    write_version(base, 1)
+    server = EmbeddedServer(tiny.config(base, poll_interval_s=0.2))
+    server.start()
+    yield server, base
+    server.stop(1.0)
+
+
+@pytest.mark.integration
+def test_bench_serve_rest_loads_rest_beside_grpc(embedded, tiny, tmp_path, monkeypatch, capsys):
+    server, _ = embedded
+    monkeypatch.chdir(tmp_path)
+    argv = ["bench", "serve", "--target", f"127.0.0.1:{server.ports.grpc}", "--model-name"]
+    argv += [tiny.model_name, "--concurrency", "4", "--duration", "1", "--warmup", "0.2"]
+    argv += ["--rest", f"127.0.0.1:{server.ports.rest}", "--label", "rest"]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["errors"] == {} and printed["requests"] > 0
+    rest = printed["rest"]
+    assert rest["mode"] == "rest" and rest["errors"] == {} and rest["requests"] > 0
+    assert rest["target"] == f"127.0.0.1:{server.ports.rest}"
+    assert "| REST | 4 |" in (tmp_path / "docs/benchmarks.md").read_text()
+
+
+@pytest.mark.integration
+def test_short_soak_swaps_versions_and_fails_no_good_request(
+    embedded, tiny, tmp_path, monkeypatch, capsys
+):
+    server, base = embedded
+    monkeypatch.chdir(tmp_path)
+    argv = ["bench", "serve", "--target", f"127.0.0.1:{server.ports.grpc}", "--model-name"]
+    argv += [tiny.model_name, "--concurrency", "8", "--duration", "8", "--warmup", "0.5"]
+    argv += ["--soak", "--model-base-path", str(base), "--swap-every", "3"]
+    argv += ["--malformed-every", "10", "--server-pid", str(os.getpid()), "--label", "soak"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["failed_good_requests"] == 0 and result["errors"] == {}
+    assert result["requests"] > 0
+    assert result["published_versions"] == [2, 3]
+    # Both new versions answered good requests: the swaps happened under load.
+    assert {"2", "3"} <= set(result["versions_answered"])
+    assert set(result["malformed"]) == {"INVALID_ARGUMENT"}
+    assert result["malformed"]["INVALID_ARGUMENT"] > 0
+    rss = result["rss"]
+    assert rss["samples"] >= 5 and 0 < rss["start_mib"] <= rss["max_mib"]
+    # Only the newest published versions stay on disk (keep_versions = 2): 1, 2 and 3.
+    assert sorted(p.name for p in base.iterdir()) == ["1", "2", "3"]
+    assert "**Failed good requests: 0**" in (tmp_path / "docs/benchmarks.md").read_text()
+
+
+def test_soak_config_is_checked():
+    load = LoadTestConfig(client=ClientConfig(target="127.0.0.1:1"), ids=_IDS)
+    with pytest.raises(ConfigError):
+        SoakConfig(load=load, swap_every_s=0)
+    with pytest.raises(ConfigError):
+        SoakConfig(load=load, malformed_every=-1)

@@ -1,4 +1,4 @@
-"""`twotower bench serve`: closed-loop gRPC load test of a model server (QPS, latency percentiles).
+"""`twotower bench serve`: closed-loop gRPC (and REST) load test of a model server, or a soak.
 
 Prints the result as JSON and records it as benchmarks/results/serve-<label>.json plus a section of
 docs/benchmarks.md, both in the source tree (`benchmarks.report`). With --saved-model it also times the same requests in process, so the report
@@ -62,6 +62,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="version directory of the same model, to time the requests in process too",
     )
+    parser.add_argument(
+        "--channels",
+        type=int,
+        help="gRPC connections the workers share (default: one per worker, as separate clients "
+        "have; a server with --workers N spreads connections, not calls, over its processes)",
+    )
+    parser.add_argument(
+        "--rest",
+        nargs="?",
+        const="",
+        metavar="HOST:PORT",
+        help="after the gRPC load, the same load over REST (default endpoint: the --target host "
+        f"on port {contract.REST_PORT})",
+    )
+    soak = parser.add_argument_group("soak (--soak): --duration seconds of load with changes")
+    soak.add_argument(
+        "--soak",
+        action="store_true",
+        help="publish versions under load, mix in malformed requests, sample the server's RSS; "
+        "exits 1 when a good request failed or a malformed one did not fail INVALID_ARGUMENT",
+    )
+    soak.add_argument(
+        "--model-base-path",
+        type=Path,
+        help="the served model's base path: a copy of its highest version is published as the "
+        "next one every --swap-every seconds",
+    )
+    soak.add_argument(
+        "--swap-every", type=float, default=60.0, help="seconds between versions (default: 60)"
+    )
+    soak.add_argument(
+        "--malformed-every",
+        type=int,
+        default=0,
+        help="every K-th request of each worker is malformed (default: 0, none)",
+    )
+    soak.add_argument(
+        "--server-pid",
+        type=int,
+        action="append",
+        default=[],
+        help="server process whose RSS (with its worker processes) is sampled (repeatable)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -87,7 +130,7 @@ def read_ids(user_ids_file: Path | None, users: int) -> tuple[str, ...]:
 
 def run(args: argparse.Namespace) -> int:
     from benchmarks.report import record
-    from benchmarks.serve import LoadTestConfig, run_benchmark
+    from benchmarks.serve import LoadTestConfig, SoakConfig, run_benchmark, run_soak
 
     if not _LABEL.fullmatch(args.label):
         raise ConfigError(f"--label {args.label!r}: use letters, digits, '_', '.' and '-'")
@@ -100,9 +143,34 @@ def run(args: argparse.Namespace) -> int:
         signature=args.signature,
         mode=args.client,
         max_requests=args.max_requests,
+        channels=args.concurrency if args.channels is None else args.channels,
     )
-    benchmark = run_benchmark(config, args.saved_model)
     name = f"serve-{args.label}"
+    if args.soak:
+        soak = run_soak(
+            SoakConfig(
+                load=config,
+                model_base_path=args.model_base_path,
+                swap_every_s=args.swap_every,
+                malformed_every=args.malformed_every,
+                server_pids=tuple(args.server_pid),
+            )
+        )
+        record(name, soak.to_dict(), soak.markdown(name))
+        print(json.dumps(soak.to_dict(), indent=2))
+        return 1 if soak.failed_good_requests or soak.unexpected_malformed else 0
+    benchmark = run_benchmark(config, args.saved_model, rest_target(args))
     record(name, benchmark.to_dict(), benchmark.markdown(name))
     print(json.dumps(benchmark.to_dict(), indent=2))
-    return 1 if benchmark.load.errors else 0
+    failed = benchmark.load.errors or (benchmark.rest is not None and benchmark.rest.errors)
+    return 1 if failed else 0
+
+
+def rest_target(args: argparse.Namespace) -> str | None:
+    """The REST host:port of --rest: as given, or the --target host on TF Serving's REST port."""
+    if args.rest is None:
+        return None
+    if args.rest:
+        return args.rest
+    host = args.target.rpartition(":")[0] or args.target
+    return f"{host}:{contract.REST_PORT}"
