@@ -157,8 +157,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def default_workers() -> int:
     """Worker processes when --workers is not given: one per CPU core this process may use.
 
-    On 2 cores, 2 workers answered more than twice the QPS of one at 32 concurrent clients
-    (docs/serving.md, "Throughput"); beyond the cores, workers only compete for them.
+    One process serves at most about one core (the GIL); on a shared 2-core machine 2 workers
+    answered 886-909 QPS at 32 clients where 1 answered 403-750 (docs/serving.md,
+    "Throughput"). Beyond the cores, workers only compete for them and each holds the model.
     """
     try:
         return max(1, len(os.sched_getaffinity(0)))
