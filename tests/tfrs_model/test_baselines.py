@@ -13,7 +13,12 @@ from tfrs_model.evaluation.baselines import (
     SvdBaseline,
 )
 from tfrs_model.evaluation.evaluate import evaluate_split
-from tfrs_model.evaluation.protocol import build_eval_set, interaction_matrix, top_k_excluding
+from tfrs_model.evaluation.protocol import (
+    build_eval_set,
+    csr_rows,
+    interaction_matrix,
+    top_k_excluding,
+)
 
 
 def _catalog_ids(eval_set, ranked: np.ndarray) -> list[list[str]]:
@@ -62,10 +67,10 @@ def test_eval_set_relevant_and_excluded_by_hand(split_data):
     assert list(eval_set.user_ids) == ["a", "b"]
     assert list(eval_set.catalog) == CATALOG
     # Relevant: a -> i3 (index 2), b -> i1 (index 0).
-    assert [list(r) for r in eval_set.relevant] == [[2], [0]]
+    assert [list(r) for r in csr_rows(eval_set.relevant)] == [[2], [0]]
     # Excluded: everything known before test (train and validation, any rating):
     # a knew i1, i2, i4 (the non-positive validation interaction too); b knew i2.
-    assert [list(e) for e in eval_set.excluded] == [[0, 1, 3], [1]]
+    assert [list(e) for e in csr_rows(eval_set.excluded)] == [[0, 1, 3], [1]]
 
 
 def test_validation_eval_set_knows_only_train(split_data):
@@ -86,7 +91,7 @@ def test_interaction_matrix_is_binary_known_interactions(split_data):
     matrix, users = interaction_matrix(eval_set)
     assert list(users) == ["a", "b", "c"]
     np.testing.assert_array_equal(
-        matrix,
+        matrix.toarray(),
         [
             [1, 1, 0, 1, 0],  # a: i1, i2, i4
             [0, 1, 0, 0, 0],  # b: i2
@@ -161,7 +166,7 @@ def test_random_baseline_is_seeded_and_respects_exclusions(split_data):
     eval_set = build_eval_set(split_data(ROWS, CATALOG), "test")
     first = RandomBaseline(seed=3).rank(eval_set, 5)
     np.testing.assert_array_equal(first, RandomBaseline(seed=3).rank(eval_set, 5))
-    for row, excluded in zip(first, eval_set.excluded, strict=True):
+    for row, excluded in zip(first, csr_rows(eval_set.excluded), strict=True):
         assert not set(row) & set(excluded)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tfrs_model.data.splits import TEST
 from tfrs_model.evaluation import cold_start
+from tfrs_model.evaluation.protocol import csr_rows
 
 # Users a, b, c over items i1..i5. Test positives: a -> i3, b -> i1, c -> i3 and i5.
 ROWS = [
@@ -33,7 +34,7 @@ def test_held_out_users_keep_only_their_test_interactions(split_data):
     eval_set = cold_start.cold_eval_set(reduced, "users", cold)
     assert list(eval_set.user_ids) == [user]
     # Nothing of a cold user is known, so nothing is excluded; the catalog stays whole.
-    assert [list(e) for e in eval_set.excluded] == [[]]
+    assert [list(e) for e in csr_rows(eval_set.excluded)] == [[]]
     assert eval_set.num_items == len(CATALOG)
 
 
@@ -52,7 +53,7 @@ def test_cold_items_form_the_catalog_and_relevant_rows_are_renumbered(split_data
         "b": ["i1"],
         "c": ["i3", "i5"],
     }
-    for user, relevant in zip(eval_set.user_ids, eval_set.relevant, strict=True):
+    for user, relevant in zip(eval_set.user_ids, csr_rows(eval_set.relevant), strict=True):
         wanted = sorted(catalog.index(i) for i in expected[user] if i in cold)
         assert sorted(relevant) == wanted and wanted
-    assert all(len(e) == 0 for e in eval_set.excluded)
+    assert all(len(e) == 0 for e in csr_rows(eval_set.excluded))

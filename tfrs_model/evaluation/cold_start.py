@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import scipy.sparse as sp
 
 from tfrs_model.data.splits import TEST, SplitData
 from tfrs_model.evaluation.baselines import PopularityBaseline, RandomBaseline
@@ -70,20 +71,22 @@ def cold_eval_set(split: SplitData, kind: ColdKind, cold: set) -> EvalSet:
         return dataclasses.replace(
             full,
             user_ids=full.user_ids[keep],
-            relevant=[r for r, k in zip(full.relevant, keep, strict=True) if k],
-            excluded=[e for e, k in zip(full.excluded, keep, strict=True) if k],
+            relevant=full.relevant[keep],
+            excluded=full.excluded[keep],
+            total_users=None,
         )
     in_catalog = np.isin(full.catalog, list(cold))
-    rows = np.flatnonzero(in_catalog)  # full-catalog row -> cold-catalog position
-    relevant = [np.searchsorted(rows, r[np.isin(r, rows)]) for r in full.relevant]
-    keep = np.array([len(r) > 0 for r in relevant])
+    # Column selection renumbers: full-catalog row -> position among the cold items.
+    relevant = full.relevant[:, np.flatnonzero(in_catalog)].tocsr()
+    keep = np.diff(relevant.indptr) > 0
     return dataclasses.replace(
         full,
         user_ids=full.user_ids[keep],
         catalog=full.catalog[in_catalog],
-        relevant=[r for r, k in zip(relevant, keep, strict=True) if k],
+        relevant=relevant[keep],
         # Cold items have no known interactions, so nothing of theirs is excluded.
-        excluded=[np.zeros(0, dtype=np.int64)] * int(keep.sum()),
+        excluded=sp.csr_matrix((int(keep.sum()), int(in_catalog.sum())), dtype=bool),
+        total_users=None,
     )
 
 

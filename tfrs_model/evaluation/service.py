@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from tfrs_model.data.splits import VALIDATION
 from tfrs_model.errors import ConfigError
@@ -26,13 +29,29 @@ def refuse_refit_validation(refit: bool, split: str, source: str) -> None:
         )
 
 
-def evaluate_run_dir(run_dir: Path, split: str, *, with_baselines: bool = True) -> EvaluationReport:
+def evaluate_run_dir(
+    run_dir: Path,
+    split: str,
+    *,
+    with_baselines: bool = True,
+    evaluation_overrides: Mapping[str, Any] | None = None,
+) -> EvaluationReport:
     """Evaluates the run's model (and the baselines) on `split` of the run's own data.
+
+    Args:
+      evaluation_overrides: `EvaluationConfig` fields replacing the run's `evaluation` section
+        (e.g. `{"eval_users": 5000}`; a None value sets that field to None).
 
     Raises:
       RunDirError: `run_dir` is not a finished run.
+      ConfigError: an override is not a valid `EvaluationConfig`.
     """
     run = Run.open(run_dir)
     refuse_refit_validation(run.config.train.refit_on_validation, split, str(run_dir))
-    ranker = TwoTowerRanker(run.load_model(), run.features, run.split)
-    return evaluate_split(run.split, split, [ranker], with_baselines=with_baselines)
+    evaluation = dataclasses.replace(run.config.evaluation, **(evaluation_overrides or {}))
+    ranker = TwoTowerRanker(
+        run.load_model(), run.features, run.split, memory_budget_gb=evaluation.memory_budget_gb
+    )
+    return evaluate_split(
+        run.split, split, [ranker], with_baselines=with_baselines, evaluation=evaluation
+    )
