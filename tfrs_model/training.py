@@ -15,6 +15,7 @@ from tfrs_model.data.schema import InteractionData
 from tfrs_model.data.splits import SPLITS, TEST, VALIDATION, SplitData, assign_splits
 from tfrs_model.errors import RunDirError
 from tfrs_model.evaluation.evaluate import evaluate_split
+from tfrs_model.evaluation.memory import memory_errors
 from tfrs_model.evaluation.metrics import ranking_metrics
 from tfrs_model.evaluation.protocol import EvalSet, build_eval_set
 from tfrs_model.evaluation.two_tower import TwoTowerRanker
@@ -71,7 +72,8 @@ class ValidationRanking(tf.keras.callbacks.Callback):
     It must come before EarlyStopping in the callback list: both read the same `logs` dict.
     Under a distribution strategy it ranks eagerly with the local copy of the (synchronized)
     weights and runs no collective op, so every worker computes the same metrics and
-    EarlyStopping stops them all at the same epoch.
+    EarlyStopping stops them all at the same epoch. `eval_set` may be a seeded sample of the
+    validation users (`evaluation.validation_users`); every worker draws the same one.
     """
 
     def __init__(self, ranker: TwoTowerRanker, eval_set: EvalSet) -> None:
@@ -80,8 +82,11 @@ class ValidationRanking(tf.keras.callbacks.Callback):
         self.eval_set = eval_set
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        ranked = self.ranker.rank(self.eval_set, 10)
-        metrics = ranking_metrics(ranked, self.eval_set.relevant, self.eval_set.num_items, (10,))
+        with memory_errors(self.ranker.memory_budget_gb):
+            ranked = self.ranker.rank(self.eval_set, 10)
+            metrics = ranking_metrics(
+                ranked, self.eval_set.relevant, self.eval_set.num_items, (10,)
+            )
         if logs is not None:
             logs[EARLY_STOPPING_METRIC] = metrics["recall@10"]
             logs["val_ndcg_at_10"] = metrics["ndcg@10"]
@@ -203,6 +208,24 @@ def _shard_by_data() -> tf.data.Options:
     return options
 
 
+def _validation_ranking(
+    model: TwoTowerModel, features: FeatureSet, split: SplitData, config: RunConfig
+) -> ValidationRanking:
+    """The per-epoch validation ranking, on at most `evaluation.validation_users` users."""
+    evaluation = config.evaluation
+    eval_set = build_eval_set(
+        split, VALIDATION, max_users=evaluation.validation_users, seed=evaluation.seed
+    )
+    logger.info(
+        "validation ranking: %d of %d validation users (evaluation.validation_users = %s)",
+        eval_set.num_users,
+        eval_set.population,
+        evaluation.validation_users,
+    )
+    ranker = TwoTowerRanker(model, features, split, memory_budget_gb=evaluation.memory_budget_gb)
+    return ValidationRanking(ranker, eval_set)
+
+
 def _fit_with_early_stopping(
     split: SplitData,
     features: FeatureSet,
@@ -220,7 +243,7 @@ def _fit_with_early_stopping(
     ).with_options(_shard_by_data())
     model = compiled.model
     callbacks: list[tf.keras.callbacks.Callback] = [
-        ValidationRanking(TwoTowerRanker(model, features, split), build_eval_set(split, VALIDATION))
+        _validation_ranking(model, features, split, config)
     ]
     if config.train.early_stopping_patience > 0:
         callbacks.append(
