@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tfrs_model.config import DataConfig, EvaluationConfig
 from tfrs_model.data.synthetic import make_synthetic, write_movielens
-from twotower.cli import main
+from twotower.arguments import evaluation_overrides
+from twotower.cli import build_parser, main
+from twotower.commands.train import build_config
 
 # Baselines plus the model; each reports these metrics at K = 10, 50 and 100.
 MODELS = {"two_tower", "random", "popularity", "ease", "svd"}
@@ -108,8 +111,18 @@ def test_train_then_evaluate_with_json(tmp_path, ml100k, config_file, capsys, ca
         ),
         (["--epochs", "0"], "epochs and batch_size must be >= 1"),
         (["--learning-rate", "-1"], "learning_rate must be > 0"),
+        (["--test-fraction", "1.5"], "test_fraction must be in (0, 1), got 1.5"),
+        (["--eval-users", "0"], "evaluation.eval_users must be a whole number >= 1"),
+        (["--memory-budget-gb", "-2"], "evaluation.memory_budget_gb must be a number of GiB > 0"),
     ],
-    ids=["unknown-dataset", "zero-epochs", "negative-rate"],
+    ids=[
+        "unknown-dataset",
+        "zero-epochs",
+        "negative-rate",
+        "test-fraction",
+        "eval-users",
+        "budget",
+    ],
 )
 def test_bad_flags(tmp_path, ml100k, config_file, capsys, arguments, expected):
     out = tmp_path / "run"
@@ -173,3 +186,80 @@ def test_evaluate_a_directory_that_is_not_a_run(tmp_path, capsys):
     line = _error_line(capsys, "evaluate")
     assert "is not a training run (missing config.json" in line
     assert "pass the --out directory of a finished `twotower train`" in line
+
+
+def test_train_split_and_evaluation_flags_parse_into_the_config(tmp_path):
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--out",
+            str(tmp_path / "run"),
+            "--split",
+            "global-time",
+            "--test-fraction",
+            "0.25",
+            "--validation-fraction",
+            "0.15",
+            "--min-positive-rating",
+            "3.5",
+            "--eval-users",
+            "5000",
+            "--validation-users",
+            "all",
+            "--memory-budget-gb",
+            "2",
+        ]
+    )
+    config = build_config(args)
+    assert (config.data.split, config.data.test_fraction, config.data.validation_fraction) == (
+        "global-time",
+        0.25,
+        0.15,
+    )
+    assert config.data.min_positive_rating == 3.5
+    # `all` is the config's None: every validation user is ranked after each epoch.
+    assert config.evaluation == EvaluationConfig(
+        eval_users=5000, validation_users=None, memory_budget_gb=2.0
+    )
+
+
+def test_train_defaults_and_implicit_feedback(tmp_path):
+    out = ["train", "--out", str(tmp_path / "run")]
+    defaults = build_config(build_parser().parse_args(out))
+    assert defaults.data == DataConfig() and defaults.evaluation == EvaluationConfig()
+    # `none`: no rating threshold, every interaction is a positive.
+    implicit = build_config(build_parser().parse_args([*out, "--min-positive-rating", "none"]))
+    assert implicit.data.min_positive_rating is None
+
+
+def test_config_file_evaluation_section_and_flags_over_it(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"evaluation": {"eval_users": 100, "validation_users": 50}}))
+    args = build_parser().parse_args(
+        ["train", "--out", str(tmp_path / "run"), "--config", str(path), "--eval-users", "all"]
+    )
+    assert build_config(args).evaluation == EvaluationConfig(eval_users=None, validation_users=50)
+
+
+def test_evaluate_flags_become_evaluation_overrides():
+    args = build_parser().parse_args(
+        ["evaluate", "--run", "r", "--eval-users", "5000", "--memory-budget-gb", "0.5"]
+    )
+    assert evaluation_overrides(args) == {"eval_users": 5000, "memory_budget_gb": 0.5}
+    plain = build_parser().parse_args(["evaluate", "--run", "r"])
+    assert evaluation_overrides(plain) == {}
+    everyone = build_parser().parse_args(["evaluate", "--run", "r", "--eval-users", "all"])
+    assert evaluation_overrides(everyone) == {"eval_users": None}
+
+
+def test_evaluate_rejects_a_word_for_eval_users(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(["evaluate", "--run", "r", "--eval-users", "many"])
+    assert stopped.value.code == 2
+    assert "expected a whole number of users or 'all', got 'many'" in capsys.readouterr().err
+
+
+def test_evaluate_saved_model_refuses_the_run_only_flags(tmp_path, capsys):
+    code = main(["evaluate", "--saved-model", str(tmp_path), "--eval-users", "10"])
+    assert code == 2
+    assert "only --run takes --eval-users for now" in _error_line(capsys, "evaluate")

@@ -8,7 +8,14 @@ import json
 import os
 from pathlib import Path
 
-from twotower.arguments import add_data_arguments, cache_dir, data_config
+from tfrs_model.errors import ConfigError
+from twotower.arguments import (
+    add_data_arguments,
+    add_evaluation_arguments,
+    cache_dir,
+    data_config,
+    evaluation_overrides,
+)
 
 # DataConfig fields the data flags can override when evaluating a SavedModel.
 _DATA_FLAGS = ("dataset", "data_dir", "dataset_config", "drop_duplicates")
@@ -20,10 +27,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--run", help="run directory written by `twotower train`")
     source.add_argument("--saved-model", help="exported version directory, e.g. models/twotower/1")
     add_data_arguments(parser)
+    add_evaluation_arguments(parser, training=False)
     parser.add_argument("--split", default="test", choices=("validation", "test"))
     parser.add_argument("--json", help="also write the results as JSON to this file")
     parser.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     parser.set_defaults(handler=run)
+
+
+def refuse_saved_model_overrides(overrides: dict[str, object]) -> None:
+    """Raises when evaluation flags are given for a SavedModel, which does not take them yet.
+
+    Raises:
+      ConfigError: `--eval-users` or `--memory-budget-gb` with `--saved-model`.
+    """
+    if overrides:
+        flags = ", ".join("--" + name.replace("_", "-") for name in sorted(overrides))
+        raise ConfigError(
+            f"only --run takes {flags} for now; a --saved-model is ranked for every user "
+            "with the default memory budget (4 GiB). Evaluate the run it was exported from "
+            "(twotower evaluate --run RUN) to rank a sample"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,13 +54,20 @@ def run(args: argparse.Namespace) -> int:
     from tfrs_model.evaluation.evaluate import markdown_report
     from tfrs_model.evaluation.service import evaluate_run_dir
 
+    overrides = evaluation_overrides(args)
     if args.run:
-        report = evaluate_run_dir(Path(args.run), args.split, with_baselines=not args.no_baselines)
+        report = evaluate_run_dir(
+            Path(args.run),
+            args.split,
+            with_baselines=not args.no_baselines,
+            evaluation_overrides=overrides,
+        )
     else:
-        overrides = {k: v for k, v in vars(data_config(args)).items() if k in _DATA_FLAGS}
+        refuse_saved_model_overrides(overrides)
+        data_overrides = {k: v for k, v in vars(data_config(args)).items() if k in _DATA_FLAGS}
         report = evaluate_saved_model(
             Path(args.saved_model),
-            overrides,
+            data_overrides,
             args.split,
             cache_dir=cache_dir(),
             environ=os.environ,

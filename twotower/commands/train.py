@@ -7,14 +7,27 @@ import os
 from pathlib import Path
 
 from tfrs_model.config import RunConfig, with_overrides
-from twotower.arguments import add_data_arguments, cache_dir, data_config, load_config_file
+from twotower.arguments import (
+    add_data_arguments,
+    add_evaluation_arguments,
+    add_split_arguments,
+    cache_dir,
+    data_config,
+    evaluation_config,
+    load_config_file,
+    split_config,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="train a model and write a run directory")
     add_data_arguments(parser)
+    add_split_arguments(parser)
+    add_evaluation_arguments(parser, training=True)
     parser.add_argument("--out", required=True, help="run directory to create (e.g. runs/ml100k)")
-    parser.add_argument("--config", help="JSON/YAML file with data, model and train sections")
+    parser.add_argument(
+        "--config", help="JSON/YAML file with data, model, train and evaluation sections"
+    )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
@@ -43,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def build_config(args: argparse.Namespace) -> RunConfig:
     base = load_config_file(args.config)
     return RunConfig(
-        data=data_config(args, base.data),
+        data=split_config(args, data_config(args, base.data)),
         model=with_overrides(base.model, embedding_dim=args.embedding_dim),
         train=with_overrides(
             base.train,
@@ -55,6 +68,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
             refit_on_validation=args.refit_on_validation,
             production_fit=args.production_fit,
         ),
+        evaluation=evaluation_config(args, base.evaluation),
     )
 
 
