@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from tfrs_model.evaluation.metrics import hit_matrix, ranking_metrics
 
@@ -81,3 +82,34 @@ def test_hit_matrix_marks_relevant_positions():
 def test_inconsistent_inputs_are_rejected(ranked, relevant, ks, message):
     with pytest.raises(ValueError, match=message):
         ranking_metrics(ranked, relevant, num_items=5, ks=ks)
+
+
+def test_csr_relevant_items_by_hand():
+    # The EvalSet form: relevant items as a [users, items] CSR matrix. User A: ranked 3, 1, 4
+    # with relevant {1, 2}: one hit at rank 2. User B: ranked 7, -1, -1 (two empty slots) with
+    # relevant {7}: a hit at rank 1.
+    ranked = np.array([[3, 1, 4], [7, -1, -1]])
+    relevant = sp.csr_matrix(np.array([[0, 1, 1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 1]], bool))
+    metrics = ranking_metrics(ranked, relevant, num_items=8, ks=(3,))
+    # Recall@3: A 1 / min(3, 2) = 1/2, B 1 / 1 = 1; mean 3/4.
+    assert metrics["recall@3"] == pytest.approx(3 / 4)
+    # Precision@3: (1/3 + 1/3) / 2.
+    assert metrics["precision@3"] == pytest.approx(1 / 3)
+    # NDCG@3: A (1/log2(3)) / (1 + 1/log2(3)); B 1 / 1.
+    assert metrics["ndcg@3"] == pytest.approx(((1 / LOG2_3) / (1 + 1 / LOG2_3) + 1) / 2)
+    # MAP@3: A Precision@2 / 2 = 1/4; B Precision@1 / 1 = 1.
+    assert metrics["map@3"] == pytest.approx((1 / 4 + 1) / 2)
+    assert metrics["hit_rate@3"] == 1.0
+    # Items 3, 1, 4, 7 shown out of 8.
+    assert metrics["coverage@3"] == pytest.approx(4 / 8)
+    np.testing.assert_array_equal(
+        hit_matrix(ranked, relevant), [[False, True, False], [True, False, False]]
+    )
+    # The same answer from per-user index arrays.
+    assert ranking_metrics(ranked, [np.array([1, 2]), np.array([7])], 8, (3,)) == metrics
+
+
+def test_csr_with_more_users_than_ranked_lists_is_rejected():
+    relevant = sp.csr_matrix(np.eye(3, dtype=bool))
+    with pytest.raises(ValueError, match="2 ranked lists for 3 users"):
+        ranking_metrics(np.zeros((2, 3), dtype=int), relevant, num_items=3, ks=(3,))
