@@ -32,6 +32,8 @@ class DataConfig:
         interaction as positive (implicit feedback, or sources without ratings).
       history_length: how many past items form the query's history feature.
       drop_duplicates: drop repeated (user, item, timestamp) rows instead of failing.
+      preprocess_memory_gb: memory limit of the columnar engine that computes histories and
+        writes the example shards; larger intermediate results spill to disk.
     """
 
     dataset: str = "movielens-100k"
@@ -43,6 +45,7 @@ class DataConfig:
     min_positive_rating: float | None = 4.0
     history_length: int = 20
     drop_duplicates: bool = False
+    preprocess_memory_gb: float = 4.0
 
     def __post_init__(self) -> None:
         if self.split not in ("per-user", "global-time"):
@@ -53,6 +56,11 @@ class DataConfig:
                 raise ConfigError(f"{name} must be in (0, 1), got {value}")
         if self.history_length < 0:
             raise ConfigError(f"history_length must be >= 0, got {self.history_length}")
+        if self.preprocess_memory_gb <= 0:
+            raise ConfigError(
+                f"preprocess_memory_gb must be > 0, got {self.preprocess_memory_gb}; it is the "
+                "columnar engine's memory limit (--memory-limit-gb)"
+            )
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import tensorflow_recommenders as tfrs
 from tfrs_model.config import ModelConfig
 from tfrs_model.features.examples import RATING, SAMPLING_PROBABILITY, WEIGHT
 from tfrs_model.features.negatives import NEGATIVES, UNIFORM_PROBABILITY
-from tfrs_model.features.spec import ITEM_ID, FeatureSet
+from tfrs_model.features.spec import CANDIDATE, ITEM_ID, QUERY, FeatureSet
 from tfrs_model.layers import RatingHead
 from tfrs_model.towers import Tower, candidate_tower, query_tower
 
@@ -63,9 +63,18 @@ class TwoTowerModel(tfrs.Model):
             )
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        query_embeddings = self.query_model(features, training=training)
-        candidate_embeddings = self.candidate_model(features, training=training)
-        candidate_ids = features[ITEM_ID]
+        """The retrieval loss (plus the weighted rating loss) of one batch.
+
+        `features` holds each tower's inputs either flat, or under the keys `query` and
+        `candidate` (as streamed training batches do: a users' and an items' feature may share a
+        name), beside `candidate_sampling_probability`, `sample_weight` and optional `rating`
+        and `negatives`.
+        """
+        query_inputs = features.get(QUERY, features)
+        candidate_inputs = features.get(CANDIDATE, features)
+        query_embeddings = self.query_model(query_inputs, training=training)
+        candidate_embeddings = self.candidate_model(candidate_inputs, training=training)
+        candidate_ids = candidate_inputs[ITEM_ID]
         probability = features[SAMPLING_PROBABILITY]
         negatives = features.get(NEGATIVES) if training else None
         if negatives is not None:

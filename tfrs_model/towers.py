@@ -15,8 +15,8 @@ _OOV_TOKEN = "[oov]"
 class Tower(tf.keras.Model):
     """Embeds each feature, concatenates, applies an MLP and projects to `embedding_dim`.
 
-    Inputs: a dict of string tensors keyed by feature name (`[batch]` or `[batch, L]`); keys of
-    the other tower are ignored.
+    Inputs: a dict keyed by feature name of string tensors (`[batch]` or `[batch, L]`), or of
+    the int codes the feature embeddings give for them; keys of the other tower are ignored.
     Output: `[batch, embedding_dim]` float32, unit-norm when `l2_normalize` is set.
     """
 
@@ -45,9 +45,12 @@ class Tower(tf.keras.Model):
         return tuple(spec.name for spec in self.specs)
 
     def _drop_ids(self, ids: tf.Tensor) -> tf.Tensor:
-        """Replaces each id by an OOV token with probability `id_dropout` (training only)."""
+        """Replaces each id (string or code) by an OOV one with probability `id_dropout`."""
         keep = tf.random.uniform(tf.shape(ids)) >= self.config.id_dropout
-        return tf.where(keep, ids, tf.fill(tf.shape(ids), _OOV_TOKEN))
+        oov = tf.constant(_OOV_TOKEN)
+        if ids.dtype != tf.string:
+            oov = tf.cast(self.embeddings[self.id_feature].codes(oov), ids.dtype)
+        return tf.where(keep, ids, tf.fill(tf.shape(ids), oov))
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         parts = []

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,24 +16,23 @@ import tensorflow as tf
 
 from tfrs_model.config import RunConfig
 from tfrs_model.data.schema import InteractionData
-from tfrs_model.data.splits import SPLITS, TEST, VALIDATION, SplitData, assign_splits
+from tfrs_model.data.splits import SPLITS, TEST, TRAIN, VALIDATION, SplitData, assign_splits
 from tfrs_model.errors import RunDirError
 from tfrs_model.evaluation.evaluate import evaluate_split
 from tfrs_model.evaluation.memory import memory_errors
 from tfrs_model.evaluation.metrics import ranking_metrics
 from tfrs_model.evaluation.protocol import EvalSet, build_eval_set
 from tfrs_model.evaluation.two_tower import TwoTowerRanker
-from tfrs_model.features.examples import (
-    candidate_inputs,
-    evaluation_examples,
-    item_sampling_probability,
-    make_dataset,
-    to_tensor_dict,
-    training_examples,
-)
+from tfrs_model.features.engine import EngineConfig
 from tfrs_model.features.negatives import attach_negatives, negatives_dataset
-from tfrs_model.features.spec import USER_ID, FeatureSet
-from tfrs_model.features.tables import FeatureTables
+from tfrs_model.features.shards import ExampleShards, write_example_shards
+from tfrs_model.features.spec import HISTORY, FeatureSet
+from tfrs_model.features.streaming import (
+    check_ratings,
+    code_tables,
+    steps_per_epoch,
+    training_dataset,
+)
 from tfrs_model.features.vocabulary import build_feature_set
 from tfrs_model.model import TwoTowerModel
 from tfrs_model.run import (
@@ -64,6 +67,7 @@ class TrainResult:
     refit_examples: int = 0
     test: dict[str, float] = field(default_factory=dict)
     production_examples: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class ValidationRanking(tf.keras.callbacks.Callback):
@@ -144,6 +148,7 @@ class Fitted:
         `production_fit` is off.
       production_features: its feature specs (vocabularies of every split).
       production_examples: its training examples.
+      timings: seconds per stage (example_shards, fit, refit, test_evaluation, production_fit).
     """
 
     model: TwoTowerModel
@@ -156,56 +161,77 @@ class Fitted:
     production: TwoTowerModel | None = None
     production_features: FeatureSet | None = None
     production_examples: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class _Compiled:
+    """A compiled model and its training input: a dataset, or a DatasetCreator under a
+    distribution strategy, with the steps of one epoch."""
+
     model: TwoTowerModel
-    train_ds: tf.data.Dataset
+    train_data: Any
+    steps_per_epoch: int
     num_examples: int
 
 
 def _compile(
-    split: SplitData, features: FeatureSet, config: RunConfig, strategy: tf.distribute.Strategy
+    split: SplitData,
+    features: FeatureSet,
+    config: RunConfig,
+    strategy: tf.distribute.Strategy,
+    shards: ExampleShards,
+    splits: tuple[str, ...],
 ) -> _Compiled:
-    """The model (seeded, compiled under `strategy`) and its shuffled training batches."""
+    """The model (seeded, compiled under `strategy`) and its batches of the `splits`' examples.
+
+    `split` is the fit's view of the data (its `train` rows are the `splits`), which gives the
+    in-batch sampling probabilities.
+    """
     tf.keras.utils.set_random_seed(config.train.seed)
-    tables = FeatureTables(split.data)
     with_ratings = config.model.rating_weight > 0
-    train_arrays = training_examples(split, features, tables, with_ratings=with_ratings)
-    train_ds = make_dataset(
-        train_arrays, config.train.batch_size, shuffle=True, seed=config.train.seed
-    )
-    catalog_ids = split.data.items["item_id"].to_numpy()
-    catalog = candidate_inputs(features, tables, catalog_ids)
-    if config.model.sampled_negatives:
-        probability = item_sampling_probability(split, positives_only=not with_ratings)
-        probability = probability.reindex(catalog_ids).fillna(0.0)
-        negatives = negatives_dataset(
-            catalog, probability.to_numpy(), config.model.sampled_negatives, config.train.seed
-        )
-        train_ds = attach_negatives(train_ds, negatives)
-    candidates = tf.data.Dataset.from_tensor_slices(to_tensor_dict(catalog)).batch(1024)
+    if with_ratings:
+        check_ratings(split)
     with strategy.scope():
-        model = TwoTowerModel(features, config.model, candidates=candidates)
+        model = TwoTowerModel(features, config.model)
         build_towers(model)
         model.compile(optimizer=_optimizer(config))
-    # tfrs.Model's train/test steps return `metric.result()`, which is already aggregated over
-    # all replicas; tf-keras' default ("auto", meaning "sum" off TPUs) summed it once more, so
-    # two workers logged top-100 accuracies of 2.0. "first" keeps the metrics right; the logged
-    # `loss` is then the first local replica's share of the global batch.
+    # tfrs.Model's train steps return `metric.result()`, which is already aggregated over all
+    # replicas; tf-keras' default ("auto", meaning "sum" off TPUs) would sum it once more. With
+    # "first" the logged `loss` is the first local replica's share of the global batch.
     model.distribute_reduction_method = "first"
-    # `batch_size` is the global batch: Keras splits it over the replicas. Every worker builds
-    # the same in-memory dataset (same seed, so the same shuffle order), and the DATA policy
-    # gives each its own share of every global batch; the default AUTO policy first tries to
-    # shard by file, which in-memory tensors do not have.
-    return _Compiled(model, train_ds.with_options(_shard_by_data()), len(train_arrays[USER_ID]))
+    tables = code_tables(model, features, split, with_ratings)
+    negatives = None
+    if config.model.sampled_negatives:
+        negatives = functools.partial(
+            negatives_dataset,
+            tables.item,
+            tables.probability,
+            config.model.sampled_negatives,
+            config.train.seed,
+        )
 
+    def dataset_fn(input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+        dataset = training_dataset(
+            shards,
+            splits,
+            tables,
+            batch_size=config.train.batch_size,
+            seed=config.train.seed,
+            with_ratings=with_ratings,
+            input_context=input_context,
+        )
+        return attach_negatives(dataset, negatives()) if negatives else dataset
 
-def _shard_by_data() -> tf.data.Options:
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return options
+    # Under a distribution strategy each worker builds its own pipeline over its own shard files.
+    distributed = config.train.strategy != "default"
+    data = tf.keras.utils.experimental.DatasetCreator(dataset_fn) if distributed else dataset_fn()
+    return _Compiled(
+        model,
+        data,
+        steps_per_epoch(shards, splits, config.train.batch_size, with_ratings),
+        shards.num_examples(splits, positives_only=not with_ratings),
+    )
 
 
 def _validation_ranking(
@@ -232,15 +258,10 @@ def _fit_with_early_stopping(
     config: RunConfig,
     log_dir: Path | None,
     strategy: tf.distribute.Strategy,
+    shards: ExampleShards,
 ) -> tuple[TwoTowerModel, tf.keras.callbacks.History, float]:
     """Trains on the training split, keeping the epoch with the best validation Recall@10."""
-    compiled = _compile(split, features, config, strategy)
-    val_ds = make_dataset(
-        evaluation_examples(split, features, FeatureTables(split.data), VALIDATION),
-        config.train.batch_size,
-        shuffle=False,
-        seed=0,
-    ).with_options(_shard_by_data())
+    compiled = _compile(split, features, config, strategy, shards, (TRAIN,))
     model = compiled.model
     callbacks: list[tf.keras.callbacks.Callback] = [
         _validation_ranking(model, features, split, config)
@@ -259,9 +280,9 @@ def _fit_with_early_stopping(
     logger.info("training on %d examples, validating on %s", compiled.num_examples, VALIDATION)
     started = time.perf_counter()
     history = model.fit(
-        compiled.train_ds,
-        validation_data=val_ds,
+        compiled.train_data,
         epochs=config.train.epochs,
+        steps_per_epoch=compiled.steps_per_epoch,
         callbacks=callbacks,
         verbose=2,
     )
@@ -276,24 +297,36 @@ def _fit_fresh(
     epochs: int,
     log_dir: Path | None,
     strategy: tf.distribute.Strategy,
-    what: str,
+    shards: ExampleShards,
+    splits: tuple[str, ...],
 ) -> tuple[TwoTowerModel, FeatureSet, int]:
-    """A fresh model trained for `epochs` on the `train` rows of `merged` (vocabularies too)."""
+    """A fresh model trained for `epochs` on the `splits`, which are the `train` rows of
+    `merged` (vocabularies from them too)."""
     features = build_feature_set(merged, config.model, config.data)
-    compiled = _compile(merged, features, config, strategy)
+    compiled = _compile(merged, features, config, strategy, shards, splits)
+    what = " + ".join(splits)
     callbacks = []
     if log_dir is not None and config.train.tensorboard:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(log_dir), profile_batch=0))
     logger.info("fitting on %d %s examples for %d epochs", compiled.num_examples, what, epochs)
-    compiled.model.fit(compiled.train_ds, epochs=epochs, callbacks=callbacks, verbose=2)
+    compiled.model.fit(
+        compiled.train_data,
+        epochs=epochs,
+        steps_per_epoch=compiled.steps_per_epoch,
+        callbacks=callbacks,
+        verbose=2,
+    )
     return compiled.model, features, compiled.num_examples
 
 
-def _test_metrics(model: TwoTowerModel, features: FeatureSet, split: SplitData) -> dict:
-    """Full-catalog test metrics of the evaluation weights (the two-tower model only)."""
-    report = evaluate_split(
-        split, TEST, [TwoTowerRanker(model, features, split)], with_baselines=False
-    )
+def _test_metrics(
+    model: TwoTowerModel, features: FeatureSet, split: SplitData, config: RunConfig
+) -> dict:
+    """Full-catalog test metrics of the evaluation weights (the two-tower model only), on at
+    most `evaluation.eval_users` test users."""
+    evaluation = config.evaluation
+    ranker = TwoTowerRanker(model, features, split, memory_budget_gb=evaluation.memory_budget_gb)
+    report = evaluate_split(split, TEST, [ranker], with_baselines=False, evaluation=evaluation)
     metrics = report.results[TwoTowerRanker.name]
     logger.info(
         "test (evaluation weights): recall@10 %.4f, ndcg@10 %.4f",
@@ -309,44 +342,86 @@ def fit(
     config: RunConfig,
     log_dir: Path | None = None,
     strategy: tf.distribute.Strategy | None = None,
+    shards_dir: Path | None = None,
 ) -> Fitted:
     """Trains the evaluation weights, reports their test metrics, then the production model.
 
+    0. Every interaction becomes an example row in Parquet shards under `shards_dir` (a
+       temporary directory when None), with its history computed by the columnar engine.
     1. Early stopping on validation Recall@10 over the training split chooses the epochs.
     2. With `refit_on_validation`, a fresh model is fit for that many epochs on train +
        validation: the evaluation weights, which know the interactions just before test time.
     3. With `production_fit`, their test metrics are measured, and a fresh model is fit for the
        same epochs on every interaction: the production weights, which nothing may score.
 
-    `features` are the training split's; each later fit builds its own vocabularies.
+    `features` are the training split's; each later fit builds its own vocabularies. Seconds per
+    stage are in `Fitted.timings`.
     """
     strategy = strategy or _strategy(config.train.strategy)
-    model, history, throughput = _fit_with_early_stopping(
-        split, features, config, log_dir, strategy
-    )
-    fitted = Fitted(model, features, history, throughput)
-    epochs = best_epoch(history.history, config) + 1
-    if config.train.refit_on_validation:
-        model, features, examples = _fit_fresh(
-            split.with_validation_as_train(),
-            config,
-            epochs,
-            _sub_dir(log_dir, "refit"),
-            strategy,
-            "train + validation",
-        )
-        fitted = Fitted(model, features, history, throughput, epochs, examples)
-    if config.train.production_fit:
-        fitted.test = _test_metrics(fitted.model, fitted.features, split)
-        fitted.production, fitted.production_features, fitted.production_examples = _fit_fresh(
-            split.with_all_as_train(),
-            config,
-            epochs,
-            _sub_dir(log_dir, "production"),
-            strategy,
-            "production (train + validation + test)",
-        )
+    timings: dict[str, float] = {}
+    with _example_shards(split, features, config, shards_dir, timings) as shards:
+        with _timed(timings, "fit"):
+            model, history, throughput = _fit_with_early_stopping(
+                split, features, config, log_dir, strategy, shards
+            )
+        fitted = Fitted(model, features, history, throughput, timings=timings)
+        epochs = best_epoch(history.history, config) + 1
+        if config.train.refit_on_validation:
+            with _timed(timings, "refit"):
+                model, features, examples = _fit_fresh(
+                    split.with_validation_as_train(),
+                    config,
+                    epochs,
+                    _sub_dir(log_dir, "refit"),
+                    strategy,
+                    shards,
+                    (TRAIN, VALIDATION),
+                )
+            fitted = Fitted(model, features, history, throughput, epochs, examples, timings=timings)
+        if config.train.production_fit:
+            with _timed(timings, "test_evaluation"):
+                fitted.test = _test_metrics(fitted.model, fitted.features, split, config)
+            with _timed(timings, "production_fit"):
+                production = _fit_fresh(
+                    split.with_all_as_train(),
+                    config,
+                    epochs,
+                    _sub_dir(log_dir, "production"),
+                    strategy,
+                    shards,
+                    SPLITS,
+                )
+            fitted.production, fitted.production_features, fitted.production_examples = production
     return fitted
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = round(time.perf_counter() - started, 3)
+
+
+@contextlib.contextmanager
+def _example_shards(
+    split: SplitData,
+    features: FeatureSet,
+    config: RunConfig,
+    directory: Path | None,
+    timings: dict[str, float],
+) -> Iterator[ExampleShards]:
+    """The example shards of `split`, written to `directory` or to a temporary one."""
+    has_history = HISTORY in features.names("query")
+    history_length = features.get(HISTORY).max_values if has_history else 0
+    engine = EngineConfig(memory_limit_gb=config.data.preprocess_memory_gb)
+    with contextlib.ExitStack() as stack:
+        if directory is None:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="twotower-")))
+        with _timed(timings, "example_shards"):
+            shards = write_example_shards(split, directory / "examples", history_length, engine)
+        yield shards
 
 
 def _sub_dir(log_dir: Path | None, name: str) -> Path | None:
@@ -368,8 +443,11 @@ def train(
     out_dir: Path | None,
     *,
     overwrite: bool = False,
+    load_seconds: float = 0.0,
 ) -> TrainResult:
     """Splits, trains, and (if `out_dir`) writes the run directory atomically.
+
+    `load_seconds` (how long reading `data` took the caller) is reported with the other stages.
 
     With `strategy="multi-worker"` (TF_CONFIG names the cluster) every worker trains, and only
     the chief (the "chief" task, else worker 0) writes `out_dir`; the others write nothing.
@@ -384,12 +462,16 @@ def train(
     # First TensorFlow call of `twotower train`: MultiWorkerMirroredStrategy configures the
     # collective ops, which must happen before the eager context is initialized.
     strategy = _strategy(config.train.strategy)
+    split_started = time.perf_counter()
     split, features = prepare(data, config)
+    split_seconds = time.perf_counter() - split_started
+    stage_seconds = {"load": load_seconds, "split": split_seconds}
     if out_dir is None or not _is_chief(strategy):
         fitted = fit(split, features, config, strategy=strategy)
-        return _result(None, fitted, started, config)
+        return _result(None, fitted, started, config, stage_seconds)
     with atomic_directory(Path(out_dir), overwrite=overwrite) as staging:
         fitted = fit(split, features, config, staging / LOGS_DIR, strategy)
+        write_started = time.perf_counter()
         config.save(staging / CONFIG_FILE)
         fitted.features.save(staging / FEATURES_FILE)
         save_weights(fitted.model, staging / WEIGHTS_DIR)
@@ -398,13 +480,20 @@ def train(
             (staging / PRODUCTION_DIR).mkdir()
             fitted.production_features.save(staging / PRODUCTION_DIR / FEATURES_FILE)
             save_weights(fitted.production, staging / PRODUCTION_DIR / WEIGHTS_DIR)
-        result = _result(Path(out_dir), fitted, started, config)
+        fitted.timings["write_run"] = round(time.perf_counter() - write_started, 3)
+        result = _result(Path(out_dir), fitted, started, config, stage_seconds)
         write_json(staging / METRICS_FILE, _metrics_payload(split, result))
     logger.info("wrote run %s", out_dir)
     return result
 
 
-def _result(run_dir: Path | None, fitted: Fitted, started: float, config: RunConfig) -> TrainResult:
+def _result(
+    run_dir: Path | None,
+    fitted: Fitted,
+    started: float,
+    config: RunConfig,
+    stage_seconds: dict[str, float],
+) -> TrainResult:
     values = {k: [float(x) for x in v] for k, v in fitted.history.history.items()}
     best = best_epoch(values, config)
     validation = {
@@ -421,7 +510,18 @@ def _result(run_dir: Path | None, fitted: Fitted, started: float, config: RunCon
         fitted.refit_examples,
         fitted.test,
         fitted.production_examples,
+        _stage_seconds(stage_seconds, fitted.timings),
     )
+
+
+def _stage_seconds(before: dict[str, float], timings: dict[str, float]) -> dict[str, float]:
+    """Seconds per stage; `preprocess` is from the source to the example shards: reading the
+    data (`load`, measured by the caller), the split and vocabularies, and the shards."""
+    stages = {name: round(seconds, 3) for name, seconds in {**before, **timings}.items()}
+    stages["preprocess"] = round(
+        sum(stages.get(name, 0.0) for name in ("load", "split", "example_shards")), 3
+    )
+    return stages
 
 
 def _metrics_payload(split: SplitData, result: TrainResult) -> dict[str, Any]:
@@ -432,6 +532,7 @@ def _metrics_payload(split: SplitData, result: TrainResult) -> dict[str, Any]:
         "history": result.history,
         "train_seconds": result.seconds,
         "examples_per_second": result.examples_per_second,
+        "timings": result.timings,
         # With a refit, the saved weights come from it and have seen validation: the
         # validation metrics above are the early-stopping phase's, measured before the refit.
         "refit": {"epochs": result.refit_epochs, "examples": result.refit_examples},

@@ -1,8 +1,10 @@
 """Histories, training examples and vocabularies are built from the past only.
 
 Hand-checked cases first, then a property test over random interaction logs (ties in time,
-repeated items, users of any length, both split schemes) that compares every history with a
-brute-force reference and checks that nothing from validation or test reaches training.
+repeated items, users of any length, both split schemes) that compares every history of the
+example shards the columnar engine writes with a brute-force reference and checks that nothing
+from validation or test reaches training. Hand-checked shard histories with ties are in
+test_shards.py.
 """
 
 from __future__ import annotations
@@ -17,13 +19,10 @@ from tfrs_model.config import DataConfig, ModelConfig
 from tfrs_model.data.schema import FeatureColumn, build_dataset
 from tfrs_model.data.splits import SPLITS, TEST, TRAIN, VALIDATION, assign_splits
 from tfrs_model.errors import DataError
-from tfrs_model.features.examples import (
-    SAMPLING_PROBABILITY,
-    evaluation_examples,
-    snapshot_queries,
-    training_examples,
-)
-from tfrs_model.features.history import history_before_each, latest_history
+from tfrs_model.features.engine import EngineConfig
+from tfrs_model.features.examples import item_sampling_probability, snapshot_queries
+from tfrs_model.features.history import latest_history
+from tfrs_model.features.shards import read_rows, write_example_shards
 from tfrs_model.features.spec import HISTORY, ITEM_ID, USER_ID
 from tfrs_model.features.tables import FeatureTables
 from tfrs_model.features.vocabulary import build_feature_set
@@ -37,28 +36,10 @@ def _log(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
 # ---- hand-checked -----------------------------------------------------------------------------
 
 
-def test_history_before_each_sees_only_strictly_earlier_items():
-    # a: p@1, q@2, r@2 (same second as q), s@3; b: x@1.
-    frame = _log([("a", "p", 1), ("a", "q", 2), ("a", "r", 2), ("a", "s", 3), ("b", "x", 1)])
-    history = history_before_each(frame, 2)
-    assert history.tolist() == [
-        ["", ""],  # a's p: nothing before t=1
-        ["", "p"],  # a's q at t=2: only p
-        ["", "p"],  # a's r at t=2: q shares its second, so it is not "before"
-        ["q", "r"],  # a's s at t=3: the last two, most recent last
-        ["", ""],  # b's x: another user's items never appear
-    ]
-
-
 def test_latest_history_is_the_last_items_and_pads_unknown_users():
     frame = _log([("a", "p", 1), ("a", "q", 2), ("a", "r", 3), ("b", "x", 1)])
     history = latest_history(frame, np.array(["a", "b", "new"]), 2)
     assert history.tolist() == [["q", "r"], ["", "x"], ["", ""]]
-
-
-def test_zero_length_history_is_an_empty_row():
-    frame = _log([("a", "p", 1)])
-    assert history_before_each(frame, 0).shape == (1, 0)
 
 
 # ---- the leakage property -------------------------------------------------------------------
@@ -115,7 +96,7 @@ def _expected_history(past: pd.DataFrame) -> list[str]:
     min_rating=st.sampled_from([None, 3.0]),
 )
 def test_nothing_from_validation_or_test_reaches_training(
-    log, scheme, test_fraction, validation_fraction, min_rating
+    log, scheme, test_fraction, validation_fraction, min_rating, tmp_path_factory
 ):
     data_config = DataConfig(
         split=scheme,
@@ -142,19 +123,46 @@ def test_nothing_from_validation_or_test_reaches_training(
         "any"
     }
 
-    # 2. Training examples are exactly the training positives, in order, and each history is
-    # that user's training items with a strictly earlier timestamp.
-    examples = training_examples(split, features, tables)
-    targets = train[train["positive"]]
-    assert examples[USER_ID].tolist() == targets["user_id"].tolist()
-    assert examples[ITEM_ID].tolist() == targets["item_id"].tolist()
-    for row, target in enumerate(targets.itertuples()):
-        past = train[(train["user_id"] == target.user_id) & (train["timestamp"] < target.timestamp)]
-        assert examples[HISTORY][row].tolist() == _expected_history(past)
+    # 2. The training rows of the example shards are exactly the training interactions, and
+    # each history is that user's training items with a strictly earlier timestamp.
+    shards = write_example_shards(
+        split, tmp_path_factory.mktemp("shards") / "s", HISTORY_LENGTH, EngineConfig(threads=1)
+    )
+    users = split.data.users["user_id"].astype(str).to_numpy()
+    items = np.append(split.data.items["item_id"].astype(str).to_numpy(), "")  # row -1 -> ""
+    examples = sorted(
+        (users[user], items[item], tuple(items[history]), positive)
+        for path in shards.files((TRAIN,))
+        for chunk in read_rows(path, HISTORY_LENGTH)
+        for user, item, history, positive in zip(
+            chunk["user_row"], chunk["item_row"], chunk["history"], chunk["positive"], strict=True
+        )
+    )
+    expected = sorted(
+        (
+            target.user_id,
+            target.item_id,
+            tuple(
+                _expected_history(
+                    train[
+                        (train["user_id"] == target.user_id)
+                        & (train["timestamp"] < target.timestamp)
+                    ]
+                )
+            ),
+            target.positive,
+        )
+        for target in train.astype({"user_id": str, "item_id": str}).itertuples()
+    )
+    assert examples == expected
     # The logQ probabilities count training positives only.
-    counts = targets["item_id"].value_counts()
-    expected_probability = (counts / counts.sum()).reindex(targets["item_id"]).to_numpy()
-    np.testing.assert_allclose(examples[SAMPLING_PROBABILITY], expected_probability, rtol=1e-6)
+    targets = train[train["positive"]]
+    counts = targets["item_id"].astype(str).value_counts()
+    probability = item_sampling_probability(split)
+    probability.index = probability.index.astype(str)
+    pd.testing.assert_series_equal(
+        probability.sort_index(), (counts / counts.sum()).sort_index(), check_names=False
+    )
 
     # 3. Evaluation snapshots: each user's history is their last items known before the split,
     # and every known interaction precedes the user's first interaction in the split.
@@ -175,10 +183,6 @@ def test_nothing_from_validation_or_test_reaches_training(
                 # Per user, by rank: an interaction in the same second as the user's first
                 # evaluated one may fall on either side; nothing later can be known.
                 assert (known["timestamp"] <= first).all()
-        if target_split == VALIDATION:
-            pairs = evaluation_examples(split, features, tables, VALIDATION)
-            positives = target_rows[target_rows["positive"]]
-            assert pairs[ITEM_ID].tolist() == positives["item_id"].tolist()
 
     # 4. Every interaction is in exactly one split.
     assert set(frame["split"]) <= set(SPLITS)

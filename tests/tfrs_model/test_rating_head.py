@@ -11,9 +11,16 @@ from tfrs_model.config import DataConfig, ModelConfig
 from tfrs_model.data.schema import build_dataset
 from tfrs_model.data.splits import TRAIN, assign_splits
 from tfrs_model.errors import ConfigError
-from tfrs_model.features.examples import RATING, SAMPLING_PROBABILITY, WEIGHT, training_examples
-from tfrs_model.features.spec import ITEM_ID, USER_ID
-from tfrs_model.features.tables import FeatureTables
+from tfrs_model.features.engine import EngineConfig
+from tfrs_model.features.examples import (
+    RATING,
+    SAMPLING_PROBABILITY,
+    WEIGHT,
+    item_sampling_probability,
+)
+from tfrs_model.features.shards import read_rows, write_example_shards
+from tfrs_model.features.spec import CANDIDATE, ITEM_ID, USER_ID
+from tfrs_model.features.streaming import CodeTables, check_ratings, model_inputs
 from tfrs_model.features.vocabulary import build_feature_set
 from tfrs_model.layers import RatingHead
 
@@ -35,27 +42,50 @@ def _rated_split(ratings: list[float | None]):
     return split, build_feature_set(split, ModelConfig(), config)
 
 
-def test_rated_examples_are_every_training_interaction_with_non_positives_weighted_zero():
-    split, features = _rated_split([5, 2, 4, 1, 3, 5, 4, 2, 5, 5])
-    train = split.interactions[split.interactions["split"] == TRAIN]
-    examples = training_examples(split, features, FeatureTables(split.data), with_ratings=True)
+def _training_batch(split, tmp_path, positives_only: bool) -> dict[str, tf.Tensor]:
+    """The split's training rows from the example shards, as one batch in time order."""
+    shards = write_example_shards(split, tmp_path / "shards", 2, EngineConfig(threads=1))
+    chunks = [chunk for path in shards.files((TRAIN,)) for chunk in read_rows(path, 2)]
+    rows = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+    order = np.argsort(rows["item_row"])  # items i0..iN are rated in time order
+    keep = order[rows["positive"][order]] if positives_only else order
+    return {name: tf.constant(values[keep]) for name, values in rows.items()}
 
-    assert examples[ITEM_ID].tolist() == train["item_id"].tolist()
-    np.testing.assert_array_equal(examples[RATING], train["rating"].to_numpy(np.float32))
+
+def test_rated_examples_are_every_training_interaction_with_non_positives_weighted_zero(
+    tmp_path,
+):
+    split, _ = _rated_split([5, 2, 4, 1, 3, 5, 4, 2, 5, 5])
+    train = split.interactions[split.interactions["split"] == TRAIN]
+    items = len(split.data.items)
+    probability = item_sampling_probability(split, positives_only=False)
+    tables = CodeTables(
+        user={USER_ID: np.arange(1, dtype=np.int64)},
+        item={ITEM_ID: np.arange(items, dtype=np.int64)},  # code = item row
+        history=None,
+        probability=probability.reindex(split.data.items["item_id"]).fillna(0).to_numpy(np.float32),
+    )
+    inputs = model_inputs(_training_batch(split, tmp_path, False), tables, with_ratings=True)
+
+    assert inputs[CANDIDATE][ITEM_ID].numpy().tolist() == list(
+        range(len(train))
+    )  # i0..i5: every row
+    np.testing.assert_array_equal(inputs[RATING], train["rating"].to_numpy(np.float32))
     # Only positives (rating >= 4) train retrieval; the others only the rating head.
-    np.testing.assert_array_equal(examples[WEIGHT], (train["rating"] >= 4).to_numpy(np.float32))
+    np.testing.assert_array_equal(inputs[WEIGHT], (train["rating"] >= 4).to_numpy(np.float32))
     # Every item appears once in training, so each is 1/n of the rows the batches are drawn from.
-    np.testing.assert_allclose(examples[SAMPLING_PROBABILITY], 1 / len(train), rtol=1e-6)
+    np.testing.assert_allclose(inputs[SAMPLING_PROBABILITY], 1 / len(train), rtol=1e-6)
     # Without ratings: the positives only, and no rating column.
-    plain = training_examples(split, features, FeatureTables(split.data))
-    assert plain[ITEM_ID].tolist() == train[train["positive"]]["item_id"].tolist()
+    plain = model_inputs(_training_batch(split, tmp_path / "p", True), tables, with_ratings=False)
+    positives = train["positive"].to_numpy()
+    assert plain[CANDIDATE][ITEM_ID].numpy().tolist() == np.flatnonzero(positives).tolist()
     assert RATING not in plain
 
 
 def test_unrated_interactions_are_refused_naming_the_fix():
-    split, features = _rated_split([5, None, 4, 1, 3, 5, 4, 2, 5, 5])
+    split, _ = _rated_split([5, None, 4, 1, 3, 5, 4, 2, 5, 5])
     with pytest.raises(ConfigError, match=r"1 of \d+ training interactions have no rating"):
-        training_examples(split, features, FeatureTables(split.data), with_ratings=True)
+        check_ratings(split)
 
 
 def test_the_loss_adds_the_weighted_mean_squared_rating_error(tiny_retrieval_model):

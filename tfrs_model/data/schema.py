@@ -231,6 +231,32 @@ def _fill_missing_rows(
     )
 
 
+def coded_ids(frame: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with `user_id` and `item_id` as categoricals over the users and items tables.
+
+    Each id is then an int32 code (its row in the side table, `.cat.codes`) and the strings exist
+    once, in the side tables: a log of N interactions holds 8N bytes of ids, not N Python string
+    pairs. Every id must be in its table (`build_dataset` adds the missing ones first).
+    """
+    out = frame.copy(deep=False)
+    out["user_id"] = pd.Categorical(out["user_id"], categories=pd.Index(users["user_id"]))
+    out["item_id"] = pd.Categorical(out["item_id"], categories=pd.Index(items["item_id"]))
+    return out
+
+
+def id_rows(values: pd.Series, table_ids: pd.Series) -> np.ndarray:
+    """`[n]` int32 rows of `values` in `table_ids` (-1 for an id the table lacks).
+
+    Categorical ids over the table (as `build_dataset` makes them) are their codes already; other
+    ids are looked up once.
+    """
+    if isinstance(values.dtype, pd.CategoricalDtype) and values.cat.categories.equals(
+        pd.Index(table_ids)
+    ):
+        return values.cat.codes.to_numpy(dtype=np.int32)
+    return pd.Index(table_ids).get_indexer(values).astype(np.int32)
+
+
 def build_dataset(
     name: str,
     interactions: pd.DataFrame,
@@ -277,11 +303,12 @@ def build_dataset(
     items.loc[items["title"].isna() | (items["title"] == ""), "title"] = items["item_id"]
     for report in reports:
         logger.info("%s", report)
+    users, items = users.reset_index(drop=True), items.reset_index(drop=True)
     return InteractionData(
         name=name,
-        interactions=frame,
-        users=users.reset_index(drop=True),
-        items=items.reset_index(drop=True),
+        interactions=coded_ids(frame, users, items),
+        users=users,
+        items=items,
         user_features=tuple(user_features),
         item_features=tuple(item_features),
         reports=tuple(reports),

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLITS = (TRAIN, VALIDATION, TEST)
+_CODE = {name: code for code, name in enumerate(SPLITS)}
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,9 @@ def _label_per_user(frame: pd.DataFrame, config: DataConfig) -> np.ndarray:
     rank, count = _per_user_ranks(frame)
     n_test = np.floor(count * config.test_fraction).astype(int)
     n_val = np.floor((count - n_test) * config.validation_fraction).astype(int)
-    labels = np.full(len(frame), TRAIN, dtype=object)
-    labels[rank >= count - n_test - n_val] = VALIDATION
-    labels[rank >= count - n_test] = TEST
+    labels = np.full(len(frame), _CODE[TRAIN], dtype=np.int8)
+    labels[rank >= count - n_test - n_val] = _CODE[VALIDATION]
+    labels[rank >= count - n_test] = _CODE[TEST]
     return labels
 
 
@@ -88,9 +89,9 @@ def _label_global(frame: pd.DataFrame, config: DataConfig) -> np.ndarray:
     # All interactions at or after the test cut (e.g. one timestamp for all) used to crash
     # np.quantile with an IndexError; leave train empty so the no-positives DataError explains.
     val_cut = np.quantile(earlier, 1.0 - config.validation_fraction) if len(earlier) else test_cut
-    labels = np.full(len(frame), TRAIN, dtype=object)
-    labels[times >= val_cut] = VALIDATION
-    labels[times >= test_cut] = TEST
+    labels = np.full(len(frame), _CODE[TRAIN], dtype=np.int8)
+    labels[times >= val_cut] = _CODE[VALIDATION]
+    labels[times >= test_cut] = _CODE[TEST]
     return labels
 
 
@@ -102,7 +103,8 @@ def assign_splits(data: InteractionData, config: DataConfig) -> SplitData:
     """
     frame = data.interactions.copy()
     labeller = _label_per_user if config.split == "per-user" else _label_global
-    frame["split"] = labeller(frame, config)
+    # A categorical: one byte per interaction, compared and filtered like the split's name.
+    frame["split"] = pd.Categorical.from_codes(labeller(frame, config), categories=SPLITS)
     if config.min_positive_rating is not None and data.has_ratings:
         frame["positive"] = frame["rating"].to_numpy() >= config.min_positive_rating
     else:

@@ -1,7 +1,8 @@
-"""Histories built strictly from the past: no interaction at or after the query time leaks in.
+"""The latest history of each user: their last items in a frame of known (past) interactions.
 
-Both functions take interactions sorted by (user_id, timestamp, item_id) and return a
-`[n, length]` object array of item ids, oldest first and most recent last, left-padded with "".
+Used for evaluation snapshots and the history an export bakes per user. The history of every
+training interaction (strictly earlier items only) is computed by the columnar engine when it
+writes the example shards (`tfrs_model.features.shards`).
 """
 
 from __future__ import annotations
@@ -19,25 +20,6 @@ def _gather(items: np.ndarray, first: np.ndarray, end: np.ndarray, length: int) 
     out = np.full(positions.shape, PAD, dtype=object)
     out[valid] = items[positions[valid]]
     return out
-
-
-def history_before_each(frame: pd.DataFrame, length: int) -> np.ndarray:
-    """For each row, the user's last `length` items with a strictly earlier timestamp.
-
-    Rows sharing a timestamp do not see each other: their order within a second is unknown.
-
-    Args:
-      frame: interactions sorted by (user_id, timestamp, item_id); every row is a potential
-        history item and a query.
-
-    Returns:
-      `[len(frame), length]` object array.
-    """
-    frame = frame.reset_index(drop=True)
-    row = np.arange(len(frame))
-    first = row - frame.groupby("user_id", sort=False).cumcount().to_numpy()
-    same_time_rank = frame.groupby(["user_id", "timestamp"], sort=False).cumcount().to_numpy()
-    return _gather(frame["item_id"].to_numpy(dtype=object), first, row - same_time_rank, length)
 
 
 def latest_history(frame: pd.DataFrame, user_ids: np.ndarray, length: int) -> np.ndarray:

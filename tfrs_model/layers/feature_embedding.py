@@ -1,4 +1,9 @@
-"""Embeddings of string features: scalar lookups, pooled multi-valued ones, and histories."""
+"""Embeddings of categorical features: scalar lookups, pooled multi-valued ones, and histories.
+
+Each layer takes either the feature's strings (the exported graph, evaluation) or the integer codes
+its own `codes` gives for them (training batches streamed from shards, looked up once per catalog
+row): both reach the same embedding rows.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,14 @@ import tensorflow as tf
 from tfrs_model.features.spec import FeatureSpec
 
 _PAD = ""
+_MASK_CODE = 0  # StringLookup's index of the mask token "" (multi-valued features only)
 
 
 class FeatureEmbedding(tf.keras.layers.Layer):
-    """Embeds one categorical string feature.
+    """Embeds one categorical feature.
 
-    Inputs: `[batch]` strings (scalar feature) or `[batch, L]` strings padded with "".
+    Inputs: `[batch]` strings (scalar feature) or `[batch, L]` strings padded with "", or the
+    same shapes of int codes from `codes` (padding is code 0).
     Output: `[batch, spec.embedding_dim]` float32; a multi-valued feature is the mean of its
     non-padding values (zeros when all are padding). Values outside the vocabulary share
     `oov_buckets` hashed out-of-vocabulary embeddings.
@@ -30,12 +37,21 @@ class FeatureEmbedding(tf.keras.layers.Layer):
         size = len(spec.vocabulary) + oov_buckets + (1 if spec.multivalued else 0)
         self.embedding = tf.keras.layers.Embedding(size, spec.embedding_dim)
 
+    def codes(self, values: tf.Tensor) -> tf.Tensor:
+        """int64 embedding rows of string `values` (any shape); int codes pass through.
+
+        "" is code 0 for a multi-valued feature (its mask); unknown strings get OOV codes.
+        """
+        if values.dtype == tf.string:
+            return self.lookup(values)
+        return tf.cast(values, tf.int64)
+
     def call(self, values: tf.Tensor) -> tf.Tensor:
-        ids = self.lookup(values)
-        embedded = self.embedding(ids)
+        codes = self.codes(values)
+        embedded = self.embedding(codes)
         if not self.spec.multivalued:
             return embedded
-        return _masked_mean(embedded, tf.not_equal(values, _PAD))
+        return _masked_mean(embedded, tf.not_equal(codes, _MASK_CODE))
 
 
 def _masked_mean(embedded: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
@@ -49,7 +65,7 @@ def _masked_mean(embedded: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
 class HistoryEmbedding(FeatureEmbedding):
     """Embeds a user's recent items, most recent last.
 
-    Input: `[batch, H]` item ids, left-padded with "".
+    Input: `[batch, H]` item ids, left-padded with "" (or their codes, padding 0).
     Output: `[batch, 2 * dim]`: a pooled summary of the history concatenated with the most
     recent item's embedding, so both long-term taste and the latest intent reach the tower.
     The summary depends on `pooling`:
@@ -74,8 +90,9 @@ class HistoryEmbedding(FeatureEmbedding):
             self.gru = tf.keras.layers.GRU(spec.embedding_dim, name="gru")
 
     def call(self, values: tf.Tensor) -> tf.Tensor:
-        embedded = self.embedding(self.lookup(values))
-        mask = tf.not_equal(values, _PAD)
+        codes = self.codes(values)
+        embedded = self.embedding(codes)
+        mask = tf.not_equal(codes, _MASK_CODE)
         if self.pooling == "attention":
             summary = self._attend(embedded, mask)
         elif self.pooling == "gru":

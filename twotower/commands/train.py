@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from pathlib import Path
 
 from tfrs_model.config import RunConfig, with_overrides
@@ -49,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="skip the production model fit on every interaction (export --weights evaluation "
         "then serves the evaluation weights)",
     )
+    parser.add_argument(
+        "--memory-limit-gb",
+        type=float,
+        help="memory limit of the columnar engine that builds the example shards (default 4); "
+        "beyond it, it spills to disk",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     parser.set_defaults(handler=run)
 
@@ -56,7 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def build_config(args: argparse.Namespace) -> RunConfig:
     base = load_config_file(args.config)
     return RunConfig(
-        data=split_config(args, data_config(args, base.data)),
+        data=with_overrides(
+            split_config(args, data_config(args, base.data)),
+            preprocess_memory_gb=args.memory_limit_gb,
+        ),
         model=with_overrides(base.model, embedding_dim=args.embedding_dim),
         train=with_overrides(
             base.train,
@@ -77,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
     from tfrs_model.training import train
 
     config = build_config(args)
+    started = time.perf_counter()
     data = load_data(config.data, cache_dir(), environ=os.environ)
-    result = train(data, config, Path(args.out), overwrite=args.force)
+    load_seconds = time.perf_counter() - started
+    result = train(data, config, Path(args.out), overwrite=args.force, load_seconds=load_seconds)
     refit = (
         f"; refit on train + validation: {result.refit_epochs} epochs, "
         f"{result.refit_examples:,} examples"

@@ -1,0 +1,211 @@
+"""Training batches streamed from the example shards, with vocabulary codes looked up per fit.
+
+A shard row carries catalog rows (`user_row`, `item_row`, `history` of item rows). A fit turns
+them into the integer codes its towers embed, by gathering from `CodeTables`: per user row and
+item row, the code of every tower input, computed once with the towers' own lookup layers (so
+they equal what the exported graph computes from strings). No string exists per example: memory
+is bounded by the shuffle buffer, whatever the log size.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from tfrs_model.data.splits import TRAIN, SplitData
+from tfrs_model.errors import ConfigError
+from tfrs_model.features.examples import (
+    RATING,
+    SAMPLING_PROBABILITY,
+    WEIGHT,
+    item_sampling_probability,
+)
+from tfrs_model.features.shards import ExampleShards, read_rows
+from tfrs_model.features.spec import CANDIDATE, HISTORY, ITEM_ID, QUERY, USER_ID, FeatureSet
+from tfrs_model.features.tables import FeatureTables
+
+SHUFFLE_BUFFER = 100_000
+_CHUNK_ROWS = 8_192
+
+
+@dataclass(frozen=True)
+class CodeTables:
+    """Per catalog row, the codes of every tower input of one fit.
+
+    Attributes:
+      user: feature name -> `[U]` or `[U, L]` int64 codes, by row of the users table.
+      item: feature name -> `[I]` or `[I, L]` int64 codes, by row of the items table.
+      history: `[I + 1]` int64: the history code of item row r at r + 1, the mask code 0 at 0
+        (so a padding row -1 maps to 0); None without a history feature.
+      probability: `[I]` float32 in-batch sampling probability of each item in this fit.
+    """
+
+    user: dict[str, np.ndarray]
+    item: dict[str, np.ndarray]
+    history: np.ndarray | None
+    probability: np.ndarray
+
+
+def _codes(layer, values: np.ndarray) -> np.ndarray:
+    strings = values.astype(str) if values.dtype == object else values
+    return layer.codes(tf.constant(strings)).numpy()
+
+
+def code_tables(
+    model, features: FeatureSet, split: SplitData, with_ratings: bool = False
+) -> CodeTables:
+    """The `CodeTables` of `model`'s towers over the users and items of `split`.
+
+    `split` is the fit's view of the data: its `train` rows give the sampling probabilities.
+    """
+    tables = FeatureTables(split.data)
+    user_ids = split.data.users["user_id"].astype(str).to_numpy(dtype=object)
+    item_ids = split.data.items["item_id"].astype(str).to_numpy(dtype=object)
+    query, candidate = model.query_model.embeddings, model.candidate_model.embeddings
+    user_inputs = {USER_ID: user_ids, **tables.user_features(user_ids)}
+    item_inputs = {ITEM_ID: item_ids, **tables.item_features(item_ids)}
+    probability = item_sampling_probability(split, positives_only=not with_ratings)
+    return CodeTables(
+        user={
+            name: _codes(query[name], user_inputs[name])
+            for name in features.names("query")
+            if name != HISTORY
+        },
+        item={
+            name: _codes(candidate[name], item_inputs[name]) for name in features.names("candidate")
+        },
+        history=(
+            np.concatenate([[0], _codes(query[HISTORY], item_ids)])
+            if HISTORY in features.names("query")
+            else None
+        ),
+        probability=probability.reindex(pd.Index(item_ids)).fillna(0.0).to_numpy(np.float32),
+    )
+
+
+def _rows(path: bytes, history_length: int, positives_only: bool):
+    """Generator over one shard file's rows (positives only, or all), in chunks."""
+    for chunk in read_rows(path.decode(), history_length, _CHUNK_ROWS):
+        if not history_length:
+            del chunk["history"]
+        if positives_only:
+            keep = chunk["positive"]
+            chunk = {name: values[keep] for name, values in chunk.items()}
+        if len(chunk["user_row"]):
+            yield chunk
+
+
+def _row_signature(history_length: int) -> dict[str, tf.TensorSpec]:
+    signature = {
+        "user_row": tf.TensorSpec([None], tf.int32),
+        "item_row": tf.TensorSpec([None], tf.int32),
+        "positive": tf.TensorSpec([None], tf.bool),
+        "weight": tf.TensorSpec([None], tf.float32),
+        "rating": tf.TensorSpec([None], tf.float32),
+    }
+    if history_length:  # a [n, 0] tensor through tf.data's generator crashes TensorFlow 2.20
+        signature["history"] = tf.TensorSpec([None, history_length], tf.int32)
+    return signature
+
+
+def model_inputs(batch: dict[str, tf.Tensor], tables: CodeTables, with_ratings: bool) -> dict:
+    """Shard rows -> each tower's code inputs (under `query` and `candidate`, since a user and
+    an item feature may share a name) plus the task's probability, weight and rating."""
+    query = {name: tf.gather(codes, batch["user_row"]) for name, codes in tables.user.items()}
+    if tables.history is not None:
+        query[HISTORY] = tf.gather(tables.history, batch["history"] + 1)
+    candidate = {name: tf.gather(codes, batch["item_row"]) for name, codes in tables.item.items()}
+    inputs = {
+        QUERY: query,
+        CANDIDATE: candidate,
+        SAMPLING_PROBABILITY: tf.gather(tables.probability, batch["item_row"]),
+        # Non-positives (present only with ratings) train the rating head, never retrieval.
+        WEIGHT: batch["weight"] * tf.cast(batch["positive"], tf.float32),
+    }
+    if with_ratings:
+        inputs[RATING] = batch["rating"]
+    return inputs
+
+
+def steps_per_epoch(
+    shards: ExampleShards, splits: tuple[str, ...], batch_size: int, with_ratings: bool
+) -> int:
+    """ceil(examples / global batch): the steps of one pass over the `splits`' examples."""
+    examples = shards.num_examples(splits, positives_only=not with_ratings)
+    return max(1, -(-examples // batch_size))
+
+
+def training_dataset(
+    shards: ExampleShards,
+    splits: tuple[str, ...],
+    tables: CodeTables,
+    *,
+    batch_size: int,
+    seed: int,
+    with_ratings: bool = False,
+    input_context: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
+    """Endless shuffled batches of the `splits`' examples.
+
+    Shard files are shuffled each epoch and read a few at a time, interleaved; rows pass through
+    a shuffle buffer of `SHUFFLE_BUFFER` examples. Under a distribution strategy
+    (`input_context`, from `tf.keras.utils.experimental.DatasetCreator`) each input pipeline
+    reads its own shard files and batches its replicas' share of the global `batch_size`.
+
+    Raises:
+      ConfigError: fewer shard files than input pipelines.
+    """
+    files = shards.files(splits)
+    if input_context is not None:
+        pipelines = input_context.num_input_pipelines
+        if len(files) < pipelines:
+            raise ConfigError(
+                f"{len(files)} example shard files cannot be shared by {pipelines} workers; "
+                "use fewer workers"
+            )
+        files = files[input_context.input_pipeline_id :: pipelines]
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+    examples = shards.num_examples(splits, positives_only=not with_ratings)
+    generator = functools.partial(
+        _rows, history_length=shards.history_length, positives_only=not with_ratings
+    )
+    signature = _row_signature(shards.history_length)
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(files)
+        .shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        .interleave(
+            lambda path: tf.data.Dataset.from_generator(
+                generator, args=(path,), output_signature=signature
+            ),
+            cycle_length=min(len(files), 8),
+            block_length=1,
+        )
+        .unbatch()
+        .shuffle(min(max(examples, 1), SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+        .map(
+            functools.partial(model_inputs, tables=tables, with_ratings=with_ratings),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def check_ratings(split: SplitData) -> None:
+    """Raises unless every training interaction has a rating (the rating head needs them).
+
+    Raises:
+      ConfigError: some training interaction has no rating.
+    """
+    train = split.interactions[split.interactions["split"] == TRAIN]
+    missing = int(train["rating"].isna().sum())
+    if missing:
+        raise ConfigError(
+            f"rating_weight > 0 trains a rating head, but {missing} of {len(train)} training "
+            "interactions have no rating; map a rating column or set rating_weight to 0"
+        )
