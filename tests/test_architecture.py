@@ -100,19 +100,24 @@ def test_no_module_imports_against_the_layers(package):
     assert not problems, "imports against docs/architecture.md:\n" + "\n".join(problems)
 
 
+def _violations_of(source: str, relative: str, tmp_path: Path, monkeypatch) -> list[str]:
+    """What `violations` says of `source` written at `relative` in a scratch repository."""
+    module = tmp_path / relative
+    module.parent.mkdir(parents=True)
+    module.write_text(source)
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    return violations(module)
+
+
 def test_the_checker_sees_function_level_relative_and_dynamic_imports(tmp_path, monkeypatch):
-    package = tmp_path / "tfrs_model" / "sub"
-    package.mkdir(parents=True)
-    module = package / "bad.py"
-    module.write_text(
+    source = (
         "import importlib\n"
         "def late():\n"
         "    from export import savedmodel\n"
         "    return importlib.import_module('serving.server')\n"
         "from ..sub import sibling\n"
     )
-    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
-    assert violations(module) == [
+    assert _violations_of(source, "tfrs_model/sub/bad.py", tmp_path, monkeypatch) == [
         "tfrs_model/sub/bad.py:3 imports export",
         "tfrs_model/sub/bad.py:3 imports export.savedmodel",
         "tfrs_model/sub/bad.py:4 imports serving.server",
@@ -120,17 +125,14 @@ def test_the_checker_sees_function_level_relative_and_dynamic_imports(tmp_path, 
 
 
 def test_serving_may_use_only_the_contract_the_loader_and_the_specs(tmp_path, monkeypatch):
-    module = tmp_path / "serving" / "thing.py"
-    module.parent.mkdir()
-    module.write_text(
+    source = (
         "from export import contract\n"
         "from export.specs import TensorSpec\n"
         "from tfrs_model.errors import ConfigError\n"
         "from export.savedmodel import export_run\n"
         "from tfrs_model.training import train\n"
     )
-    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
-    assert violations(module) == [
+    assert _violations_of(source, "serving/thing.py", tmp_path, monkeypatch) == [
         "serving/thing.py:4 imports export.savedmodel",
         "serving/thing.py:4 imports export.savedmodel.export_run",
         "serving/thing.py:5 imports tfrs_model.training",
