@@ -26,8 +26,8 @@ PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
 
 
-class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """PredictionService/Predict and GetModelMetadata; the other methods stay UNIMPLEMENTED."""
+class _Answering:
+    """What both servicers share: the API, the metrics, and admission while draining."""
 
     def __init__(
         self, api: ServingApi, metrics: ServingMetrics, admission: Admission | None = None
@@ -36,42 +36,34 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._metrics = metrics
         self._admission = admission or Admission()
 
+    def _answer(
+        self, name: str, context: grpc.ServicerContext, call: Callable[[RequestRecord], Any]
+    ) -> Any:
+        return _answer(self._admission, self._metrics, name, context, call)
+
+
+class PredictionServicer(_Answering, prediction_service_pb2_grpc.PredictionServiceServicer):
+    """PredictionService/Predict and GetModelMetadata; the other methods stay UNIMPLEMENTED."""
+
     def Predict(self, request, context):
-        return _answer(
-            self._admission,
-            self._metrics,
+        return self._answer(
             "Predict",
             context,
             lambda record: self._api.predict(request, _deadline(context), record),
         )
 
     def GetModelMetadata(self, request, context):
-        return _answer(
-            self._admission,
-            self._metrics,
-            "GetModelMetadata",
-            context,
-            lambda record: self._api.model_metadata(request, record),
+        return self._answer(
+            "GetModelMetadata", context, lambda record: self._api.model_metadata(request, record)
         )
 
 
-class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+class ModelServicer(_Answering, model_service_pb2_grpc.ModelServiceServicer):
     """ModelService/GetModelStatus; HandleReloadConfigRequest stays UNIMPLEMENTED."""
 
-    def __init__(
-        self, api: ServingApi, metrics: ServingMetrics, admission: Admission | None = None
-    ) -> None:
-        self._api = api
-        self._metrics = metrics
-        self._admission = admission or Admission()
-
     def GetModelStatus(self, request, context):
-        return _answer(
-            self._admission,
-            self._metrics,
-            "GetModelStatus",
-            context,
-            lambda record: self._api.model_status(request, record),
+        return self._answer(
+            "GetModelStatus", context, lambda record: self._api.model_status(request, record)
         )
 
 
