@@ -38,6 +38,7 @@ TUTORIAL_TRAIN = TrainConfig(
     batch_size=8192,
     learning_rate=0.1,
     optimizer="adagrad",
+    embedding_optimizer="same",  # the tutorial's one Adagrad for every variable
     early_stopping_patience=0,
     tensorboard=False,
     production_fit=False,  # benchmarks score the evaluation weights; the production fit is unused

@@ -169,12 +169,22 @@ class TrainConfig:
         interaction (train + validation + test), with vocabularies of all of them. `twotower
         export` exports it by default; it can never be evaluated (it has seen every split), so
         the run keeps the evaluation weights beside it.
+      optimizer, learning_rate: the optimizer of the dense variables (MLPs, attention, heads).
+      embedding_optimizer, embedding_learning_rate: the optimizer of the embedding tables,
+        which updates only the batch's rows (`adagrad`, `sgd`), so a step costs the same
+        whatever the vocabulary size; `same` uses `optimizer` for the tables too (Adam then
+        updates every row on every step: slow on large vocabularies).
+      steps_per_execution: training steps run per call from Python into TensorFlow; fewer
+        calls, less overhead per step. Progress and callbacks update once per call.
     """
 
     epochs: int = 30
     batch_size: int = 128
     learning_rate: float = 0.003
     optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
+    embedding_optimizer: Literal["adagrad", "sgd", "same"] = "adagrad"
+    embedding_learning_rate: float = 0.1
+    steps_per_execution: int = 32
     seed: int = 42
     early_stopping_patience: int = 4
     strategy: Literal["default", "mirrored", "multi-worker"] = "default"
@@ -186,8 +196,16 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("epochs and batch_size must be >= 1")
         # Unchecked before: Keras accepts a negative learning rate or patience without a word.
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("learning_rate", "embedding_learning_rate"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.steps_per_execution < 1:
+            raise ConfigError(f"steps_per_execution must be >= 1, got {self.steps_per_execution}")
+        if self.embedding_optimizer not in ("adagrad", "sgd", "same"):
+            raise ConfigError(
+                "embedding_optimizer must be adagrad, sgd or same (the dense optimizer), got "
+                f"{self.embedding_optimizer!r}"
+            )
         if self.early_stopping_patience < 0:
             raise ConfigError(
                 f"early_stopping_patience must be >= 0 (0 disables), got "

@@ -9,8 +9,10 @@ Layout of a run directory:
     features.json        its feature specs (vocabularies of all splits)
     weights/             its checkpoint; what `twotower export` exports by default
   data/                the interactions (with split and positive labels), users and items used
-  metrics.json         training history, validation and test metrics, data statistics, filters
-  logs/                TensorBoard event files
+  metrics.json         training history, validation and test metrics, seconds per stage,
+                       examples/s, data statistics, filters
+  training_curves.png  loss, validation recall@10 / NDCG@10 and examples/s per epoch
+  logs/                TensorBoard event files (the same scalars, per fit)
 
 Which splits each set of weights has seen is `Run.trained_on(weights)`: evaluation code refuses
 to score weights on a split they were fit on.
@@ -41,6 +43,7 @@ from tfrs_model.model import TwoTowerModel
 CONFIG_FILE = "config.json"
 FEATURES_FILE = "features.json"
 METRICS_FILE = "metrics.json"
+CURVES_FILE = "training_curves.png"
 WEIGHTS_DIR = "weights"
 DATA_DIR = "data"
 LOGS_DIR = "logs"

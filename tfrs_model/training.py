@@ -7,7 +7,7 @@ import functools
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 import tensorflow as tf
 
 from tfrs_model.config import RunConfig
+from tfrs_model.curves import write_training_curves
 from tfrs_model.data.schema import InteractionData
 from tfrs_model.data.splits import SPLITS, TEST, TRAIN, VALIDATION, SplitData, assign_splits
 from tfrs_model.errors import RunDirError
@@ -35,8 +36,11 @@ from tfrs_model.features.streaming import (
 )
 from tfrs_model.features.vocabulary import build_feature_set
 from tfrs_model.model import TwoTowerModel
+from tfrs_model.optimizers import build_optimizer
+from tfrs_model.progress import TrainingProgress
 from tfrs_model.run import (
     CONFIG_FILE,
+    CURVES_FILE,
     DATA_DIR,
     FEATURES_FILE,
     LOGS_DIR,
@@ -115,15 +119,6 @@ def _is_chief(strategy: tf.distribute.Strategy) -> bool:
     )
 
 
-def _optimizer(config: RunConfig) -> tf.keras.optimizers.Optimizer:
-    optimizers = {
-        "adam": tf.keras.optimizers.Adam,
-        "adagrad": tf.keras.optimizers.Adagrad,
-        "sgd": tf.keras.optimizers.SGD,
-    }
-    return optimizers[config.train.optimizer](learning_rate=config.train.learning_rate)
-
-
 def prepare(data: InteractionData, config: RunConfig) -> tuple[SplitData, FeatureSet]:
     """Splits the data and builds the feature vocabularies from the training split."""
     split = assign_splits(data, config.data)
@@ -195,7 +190,10 @@ def _compile(
     with strategy.scope():
         model = TwoTowerModel(features, config.model)
         build_towers(model)
-        model.compile(optimizer=_optimizer(config))
+        model.compile(
+            optimizer=build_optimizer(model, config.train),
+            steps_per_execution=config.train.steps_per_execution,
+        )
     # tfrs.Model's train steps return `metric.result()`, which is already aggregated over all
     # replicas; tf-keras' default ("auto", meaning "sum" off TPUs) would sum it once more. With
     # "first" the logged `loss` is the first local replica's share of the global batch.
@@ -260,14 +258,15 @@ def _fit_with_early_stopping(
     strategy: tf.distribute.Strategy,
     shards: ExampleShards,
 ) -> tuple[TwoTowerModel, tf.keras.callbacks.History, float]:
-    """Trains on the training split, keeping the epoch with the best validation Recall@10."""
+    """Trains on the training split, keeping the epoch with the best validation Recall@10.
+
+    Returns the model, its history, and the training examples/s (validation time excluded).
+    """
     compiled = _compile(split, features, config, strategy, shards, (TRAIN,))
     model = compiled.model
-    callbacks: list[tf.keras.callbacks.Callback] = [
-        _validation_ranking(model, features, split, config)
-    ]
+    stopping: list[tf.keras.callbacks.Callback] = []
     if config.train.early_stopping_patience > 0:
-        callbacks.append(
+        stopping.append(
             tf.keras.callbacks.EarlyStopping(
                 monitor=EARLY_STOPPING_METRIC,
                 mode="max",
@@ -275,20 +274,46 @@ def _fit_with_early_stopping(
                 restore_best_weights=True,
             )
         )
+    logger.info("training on %d examples, validating on %s", compiled.num_examples, VALIDATION)
+    progress = _run_fit(
+        compiled,
+        config,
+        config.train.epochs,
+        log_dir,
+        what=TRAIN,
+        before=[_validation_ranking(model, features, split, config)],
+        after=stopping,
+    )
+    return model, model.history, progress.examples_per_second()
+
+
+def _run_fit(
+    compiled: _Compiled,
+    config: RunConfig,
+    epochs: int,
+    log_dir: Path | None,
+    *,
+    what: str,
+    before: Sequence[tf.keras.callbacks.Callback] = (),
+    after: Sequence[tf.keras.callbacks.Callback] = (),
+) -> TrainingProgress:
+    """`model.fit` with progress (examples/s, ETA) and TensorBoard scalars.
+
+    The callbacks run in the order `before` (which add metrics to the epoch's logs), progress,
+    `after` (which read them, e.g. early stopping), TensorBoard (which records them all).
+    """
+    progress = TrainingProgress(what, epochs, compiled.steps_per_epoch, config.train.batch_size)
+    callbacks = [*before, progress, *after]
     if log_dir is not None and config.train.tensorboard:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(log_dir), profile_batch=0))
-    logger.info("training on %d examples, validating on %s", compiled.num_examples, VALIDATION)
-    started = time.perf_counter()
-    history = model.fit(
+    compiled.model.fit(
         compiled.train_data,
-        epochs=config.train.epochs,
+        epochs=epochs,
         steps_per_epoch=compiled.steps_per_epoch,
         callbacks=callbacks,
-        verbose=2,
+        verbose=0,
     )
-    seconds = time.perf_counter() - started
-    epochs_run = len(history.history.get("loss", [])) or 1
-    return model, history, compiled.num_examples * epochs_run / seconds
+    return progress
 
 
 def _fit_fresh(
@@ -305,17 +330,8 @@ def _fit_fresh(
     features = build_feature_set(merged, config.model, config.data)
     compiled = _compile(merged, features, config, strategy, shards, splits)
     what = " + ".join(splits)
-    callbacks = []
-    if log_dir is not None and config.train.tensorboard:
-        callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(log_dir), profile_batch=0))
     logger.info("fitting on %d %s examples for %d epochs", compiled.num_examples, what, epochs)
-    compiled.model.fit(
-        compiled.train_data,
-        epochs=epochs,
-        steps_per_epoch=compiled.steps_per_epoch,
-        callbacks=callbacks,
-        verbose=2,
-    )
+    _run_fit(compiled, config, epochs, log_dir, what=what)
     return compiled.model, features, compiled.num_examples
 
 
@@ -476,6 +492,7 @@ def train(
         fitted.features.save(staging / FEATURES_FILE)
         save_weights(fitted.model, staging / WEIGHTS_DIR)
         save_split_data(split, staging / DATA_DIR)
+        write_training_curves(fitted.history.history, staging / CURVES_FILE)
         if fitted.production is not None:
             (staging / PRODUCTION_DIR).mkdir()
             fitted.production_features.save(staging / PRODUCTION_DIR / FEATURES_FILE)

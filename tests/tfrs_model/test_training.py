@@ -44,6 +44,7 @@ def test_run_directory_has_the_documented_files(trained_run):
         "config.json",
         "features.json",
         "metrics.json",
+        "training_curves.png",
         "weights",
         "production",
         "data",

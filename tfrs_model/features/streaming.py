@@ -10,6 +10,7 @@ is bounded by the shuffle buffer, whatever the log size.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ import tensorflow as tf
 
 from tfrs_model.data.splits import TRAIN, SplitData
 from tfrs_model.errors import ConfigError
+from tfrs_model.features.batching import round_robin, shuffled_batches
 from tfrs_model.features.examples import (
     RATING,
     SAMPLING_PROBABILITY,
@@ -28,8 +30,9 @@ from tfrs_model.features.shards import ExampleShards, read_rows
 from tfrs_model.features.spec import CANDIDATE, HISTORY, ITEM_ID, QUERY, USER_ID, FeatureSet
 from tfrs_model.features.tables import FeatureTables
 
-SHUFFLE_BUFFER = 100_000
+SHUFFLE_BUFFER = 131_072
 _CHUNK_ROWS = 8_192
+_FILES_AT_ONCE = 8
 
 
 @dataclass(frozen=True)
@@ -87,9 +90,9 @@ def code_tables(
     )
 
 
-def _rows(path: bytes, history_length: int, positives_only: bool):
-    """Generator over one shard file's rows (positives only, or all), in chunks."""
-    for chunk in read_rows(path.decode(), history_length, _CHUNK_ROWS):
+def _chunks(path: str, history_length: int, positives_only: bool) -> Iterator[dict]:
+    """One shard file's rows (positives only, or all), `_CHUNK_ROWS` at a time."""
+    for chunk in read_rows(path, history_length, _CHUNK_ROWS):
         if not history_length:
             del chunk["history"]
         if positives_only:
@@ -99,7 +102,7 @@ def _rows(path: bytes, history_length: int, positives_only: bool):
             yield chunk
 
 
-def _row_signature(history_length: int) -> dict[str, tf.TensorSpec]:
+def _batch_signature(history_length: int) -> dict[str, tf.TensorSpec]:
     signature = {
         "user_row": tf.TensorSpec([None], tf.int32),
         "item_row": tf.TensorSpec([None], tf.int32),
@@ -151,8 +154,9 @@ def training_dataset(
 ) -> tf.data.Dataset:
     """Endless shuffled batches of the `splits`' examples.
 
-    Shard files are shuffled each epoch and read a few at a time, interleaved; rows pass through
-    a shuffle buffer of `SHUFFLE_BUFFER` examples. Under a distribution strategy
+    Shard files are shuffled each epoch and read `_FILES_AT_ONCE` at a time, round robin; rows
+    are shuffled `SHUFFLE_BUFFER` at a time in NumPy (`features.batching`), so the only
+    per-example work is a gather, and the batches are mapped to the towers' codes in `tf.data`. Under a distribution strategy
     (`input_context`, from `tf.keras.utils.experimental.DatasetCreator`) each input pipeline
     reads its own shard files and batches its replicas' share of the global `batch_size`.
 
@@ -169,29 +173,26 @@ def training_dataset(
             )
         files = files[input_context.input_pipeline_id :: pipelines]
         batch_size = input_context.get_per_replica_batch_size(batch_size)
-    examples = shards.num_examples(splits, positives_only=not with_ratings)
-    generator = functools.partial(
-        _rows, history_length=shards.history_length, positives_only=not with_ratings
-    )
-    signature = _row_signature(shards.history_length)
-    dataset = (
-        tf.data.Dataset.from_tensor_slices(files)
-        .shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-        .interleave(
-            lambda path: tf.data.Dataset.from_generator(
-                generator, args=(path,), output_signature=signature
-            ),
-            cycle_length=min(len(files), 8),
-            block_length=1,
+    history_length = shards.history_length
+    positives_only = not with_ratings
+    # Each input pipeline shuffles its own files, each epoch in a new order.
+    pipeline_seed = seed + (input_context.input_pipeline_id if input_context else 0)
+
+    def epoch_chunks(epoch: int) -> Iterator[dict]:
+        order = np.random.default_rng([pipeline_seed, epoch]).permutation(len(files))
+        readers = [_chunks(files[i], history_length, positives_only) for i in order]
+        return round_robin(readers, open_at_once=_FILES_AT_ONCE)
+
+    def batches() -> Iterator[dict]:
+        return shuffled_batches(
+            epoch_chunks, batch_size=batch_size, buffer_rows=SHUFFLE_BUFFER, seed=pipeline_seed
         )
-        .unbatch()
-        .shuffle(min(max(examples, 1), SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
-        .repeat()
-        .batch(batch_size, drop_remainder=True)
-        .map(
-            functools.partial(model_inputs, tables=tables, with_ratings=with_ratings),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+
+    dataset = tf.data.Dataset.from_generator(
+        batches, output_signature=_batch_signature(history_length)
+    ).map(
+        functools.partial(model_inputs, tables=tables, with_ratings=with_ratings),
+        num_parallel_calls=tf.data.AUTOTUNE,
     )
     return dataset.prefetch(tf.data.AUTOTUNE)
 

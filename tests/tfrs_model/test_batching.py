@@ -1,0 +1,84 @@
+"""Shuffled fixed-size batches from row chunks: every row once per epoch, reproducible, mixed."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from tfrs_model.features.batching import round_robin, shuffled_batches
+
+
+def _chunk(start: int, stop: int) -> dict[str, np.ndarray]:
+    rows = np.arange(start, stop)
+    return {"row": rows, "double": rows * 2}
+
+
+def _epochs(chunks):
+    return lambda epoch: iter(chunks)
+
+
+def _take(batches, count):
+    return list(itertools.islice(batches, count))
+
+
+def test_round_robin_alternates_open_sources_and_opens_the_next_when_one_ends():
+    sources = [["a1", "a2"], ["b1"], ["c1", "c2"]]
+    assert list(round_robin(sources, open_at_once=2)) == ["a1", "b1", "a2", "c1", "c2"]
+
+
+def test_round_robin_with_every_source_open_interleaves_them_all():
+    assert list(round_robin([[1, 4], [2, 5], [3]], open_at_once=8)) == [1, 2, 3, 4, 5]
+
+
+def test_each_epoch_yields_every_row_exactly_once_in_full_batches():
+    # 10 rows, batches of 5, buffer larger than the epoch: two batches per epoch.
+    chunks = [_chunk(0, 4), _chunk(4, 10)]
+    batches = _take(shuffled_batches(_epochs(chunks), batch_size=5, buffer_rows=64, seed=1), 4)
+    assert all(len(batch["row"]) == 5 for batch in batches)
+    first_epoch = np.concatenate([batch["row"] for batch in batches[:2]])
+    second_epoch = np.concatenate([batch["row"] for batch in batches[2:]])
+    assert sorted(first_epoch) == list(range(10))
+    assert sorted(second_epoch) == list(range(10))
+    # Columns stay aligned through the permutation.
+    for batch in batches:
+        np.testing.assert_array_equal(batch["double"], batch["row"] * 2)
+
+
+def test_rows_left_at_an_epoch_end_open_the_next_epoch():
+    # 7 rows, batches of 3: 2 batches, and one row carried into the next epoch.
+    chunks = [_chunk(0, 7)]
+    batches = _take(shuffled_batches(_epochs(chunks), batch_size=3, buffer_rows=64, seed=0), 7)
+    rows = np.concatenate([batch["row"] for batch in batches])  # 21 rows = 3 epochs
+    assert np.bincount(rows).tolist() == [3] * 7
+
+
+def test_the_order_is_shuffled_and_reproducible_from_the_seed():
+    chunks = [_chunk(0, 1000)]
+
+    def rows(seed):
+        batches = shuffled_batches(_epochs(chunks), batch_size=100, buffer_rows=1000, seed=seed)
+        return np.concatenate([batch["row"] for batch in _take(batches, 10)])
+
+    assert rows(7).tolist() == rows(7).tolist()
+    assert rows(7).tolist() != rows(8).tolist()
+    assert rows(7).tolist() != list(range(1000))
+
+
+def test_a_small_buffer_still_mixes_rows_beyond_one_chunk():
+    # Buffer of 200 rows over chunks of 100: a batch mixes rows of several chunks.
+    chunks = [_chunk(start, start + 100) for start in range(0, 1000, 100)]
+    batches = shuffled_batches(_epochs(chunks), batch_size=50, buffer_rows=200, seed=3)
+    chunk_ids = {int(row) // 100 for batch in _take(batches, 4) for row in batch["row"]}
+    assert len(chunk_ids) >= 2
+
+
+def test_an_epoch_without_rows_is_refused():
+    with pytest.raises(ValueError, match="epoch 0 has no rows"):
+        next(shuffled_batches(_epochs([]), batch_size=2, buffer_rows=8, seed=0))
+
+
+def test_bad_sizes_are_refused():
+    with pytest.raises(ValueError, match="batch_size and buffer_rows must be >= 1"):
+        next(shuffled_batches(_epochs([_chunk(0, 2)]), batch_size=0, buffer_rows=8, seed=0))
