@@ -22,6 +22,7 @@ Nothing here imports the trainer: internals may change freely as long as the CLI
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -44,8 +45,37 @@ SIZES: dict[str, SyntheticLogSpec | None] = {
     "tiny": SyntheticLogSpec(rows=20_000, users=2_000, items=500, clusters=10),
     "2.5m": SyntheticLogSpec(rows=2_500_000, users=200_000, items=50_000, clusters=20),
     "25m": SyntheticLogSpec(rows=25_000_000, users=1_000_000, items=200_000, clusters=20),
+    # The same rows and items over 100x more users: training cost per example should not
+    # depend on the vocabulary size.
+    "users-10k": SyntheticLogSpec(rows=5_000_000, users=10_000, items=50_000, clusters=20),
+    "users-1m": SyntheticLogSpec(rows=5_000_000, users=1_000_000, items=50_000, clusters=20),
 }
-DEFAULT_SIZES = (ML100K, "2.5m", "25m")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Another model on one size's log: its row trains with `config` as `twotower train
+    --config` (model and train sections), everything else as the size's own row."""
+
+    log: str
+    config: Mapping[str, Any]
+
+
+def _tutorial_config() -> dict[str, Any]:
+    """The TFRS basic-retrieval tutorial model and optimizer (`benchmarks.quality`)."""
+    from benchmarks.quality import TUTORIAL_MODEL, TUTORIAL_TRAIN
+
+    return {
+        "model": dataclasses.asdict(TUTORIAL_MODEL),
+        "train": dataclasses.asdict(TUTORIAL_TRAIN),
+    }
+
+
+VARIANTS: dict[str, Variant] = {
+    f"{size}-tutorial": Variant(size, _tutorial_config()) for size in (ML100K, "2.5m")
+}
+CASES = (*SIZES, *VARIANTS)
+DEFAULT_SIZES = (ML100K, "ml100k-tutorial", "2.5m", "2.5m-tutorial", "users-10k", "users-1m", "25m")
 # Flags that make a run exactly preprocessing + the requested epochs, passed when train has them.
 _ONE_FIT_FLAGS = ("--no-refit", "--no-production-fit")
 _STDERR_TAIL_LINES = 25
@@ -58,8 +88,9 @@ class Target:
 
     size: str
     text: str
-    metric: str  # "peak_rss", "preprocess_s" or "evaluate_ok"
+    metric: str  # peak_rss, preprocess_s, evaluate_ok, fit_s, examples_per_second, speed_ratio
     limit: float | None = None
+    reference: str | None = None  # speed_ratio: the size whose examples/s is the denominator
 
 
 TARGETS = (
@@ -68,6 +99,17 @@ TARGETS = (
     Target("25m", "preprocess, one epoch and evaluate complete", "evaluate_ok"),
     Target("2.5m", "preprocessing <= 10 s", "preprocess_s", 10.0),
     Target("2.5m", "evaluate completes", "evaluate_ok"),
+    # Training speed (the training-speed issue).
+    Target("2.5m", ">= 50,000 examples/s", "examples_per_second", 50_000),
+    Target(ML100K, ">= 30,000 examples/s", "examples_per_second", 30_000),
+    Target("25m", "one epoch <= 10 min", "fit_s", 600.0),
+    Target(
+        "users-1m",
+        "examples/s >= 0.8x users-10k's",
+        "speed_ratio",
+        0.8,
+        reference="users-10k",
+    ),
 )
 
 
@@ -323,10 +365,15 @@ def run_size(
     keep: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Generates (or reuses) one size's log, trains on it and evaluates; the size's result."""
-    if name not in SIZES:
-        raise ValueError(f"unknown size {name!r}; choose from {', '.join(SIZES)}")
-    spec = SIZES[name]
+    """Generates (or reuses) one size's log, trains on it and evaluates; the size's result.
+
+    `name` is a size of `SIZES` or a `VARIANTS` row (another model on a size's log).
+    """
+    if name not in CASES:
+        raise ValueError(f"unknown size {name!r}; choose from {', '.join(CASES)}")
+    variant = VARIANTS.get(name)
+    log_name = variant.log if variant else name
+    spec = SIZES[log_name]
     workdir = Path(workdir)
     size_dir = workdir / "runs" / name
     run_dir = size_dir / "run"
@@ -336,6 +383,7 @@ def run_size(
         "source": "synthetic" if spec else "movielens-100k",
         "spec": spec.to_json() if spec else None,
         "epochs": epochs,
+        "variant_of": log_name if variant else None,
     }
     if spec is None:
         data_args = ["--dataset", "movielens-100k"]
@@ -343,16 +391,22 @@ def run_size(
             data_args += ["--data-dir", str(Path(data_dir_100k).resolve())]
         result["log"] = None
     else:
-        log = _prepare_log(name, spec, workdir, progress)
+        log = _prepare_log(log_name, spec, workdir, progress)
         result["log"] = log
         data_args = ["--dataset-config", log["dataset_config"]]
     if size_dir.exists():
         shutil.rmtree(size_dir)  # our own previous run of this size
     size_dir.mkdir(parents=True)
     env = _child_env()
+    config_args: list[str] = []
+    if variant is not None:
+        config_path = size_dir / "config.json"
+        config_path.write_text(json.dumps(variant.config, indent=2) + "\n")
+        config_args = ["--config", str(config_path)]
     train_cmd = twotower_command(
         "train",
         *data_args,
+        *config_args,
         "--out",
         str(run_dir),
         "--epochs",
@@ -435,9 +489,9 @@ def run_train_benchmark(
       stage_timeout_s: a stage running longer is killed and recorded as `timeout`.
       log: called with a line of progress per stage.
     """
-    unknown = [s for s in sizes if s not in SIZES]
+    unknown = [s for s in sizes if s not in CASES]
     if unknown:
-        raise ValueError(f"unknown size(s) {unknown}; choose from {', '.join(SIZES)}")
+        raise ValueError(f"unknown size(s) {unknown}; choose from {', '.join(CASES)}")
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     workdir = Path(workdir).expanduser().resolve()
@@ -476,9 +530,9 @@ def merge_results(previous: dict[str, Any] | None, current: dict[str, Any]) -> d
     kept = [
         entry
         for entry in (previous or {}).get("sizes", [])
-        if isinstance(entry, dict) and entry.get("size") in SIZES and entry["size"] not in measured
+        if isinstance(entry, dict) and entry.get("size") in CASES and entry["size"] not in measured
     ]
-    order = list(SIZES)
+    order = list(CASES)
     sizes = sorted([*current["sizes"], *kept], key=lambda entry: order.index(entry["size"]))
     return {**current, "sizes": sizes, "targets": check_targets(sizes)}
 
@@ -498,6 +552,22 @@ def _timing(entry: dict[str, Any], stage: str) -> float | None:
 def preprocess_seconds(entry: dict[str, Any]) -> float | None:
     """`timings.preprocess` of the run's metrics.json, when the trainer reports it."""
     return _timing(entry, "preprocess")
+
+
+def examples_per_second(entry: dict[str, Any]) -> float | None:
+    """The trainer's `examples_per_second` for a size whose training completed."""
+    value = (entry.get("train_metrics") or {}).get("examples_per_second")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _speed_ratio(entry: dict[str, Any], reference: dict[str, Any] | None) -> float | None:
+    """examples/s of `entry` over that of `reference`, when both were measured."""
+    if reference is None:
+        return None
+    numerator, denominator = examples_per_second(entry), examples_per_second(reference)
+    if numerator is None or not denominator:
+        return None
+    return round(numerator / denominator, 3)
 
 
 def check_targets(sizes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -520,10 +590,18 @@ def check_targets(sizes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 verdict = "met"
             elif value is not None:
                 verdict = "not met"  # a stage failed: its peak is not that of a full run
-        elif entry is not None and target.metric == "preprocess_s":
-            value = preprocess_seconds(entry)
+        elif entry is not None and target.metric in ("preprocess_s", "fit_s"):
+            value = _timing(entry, target.metric.removesuffix("_s"))
             if value is not None:
                 verdict = "met" if value <= target.limit else "not met"
+        elif entry is not None and target.metric == "examples_per_second":
+            value = examples_per_second(entry)
+            if value is not None:
+                verdict = "met" if value >= target.limit else "not met"
+        elif entry is not None and target.metric == "speed_ratio":
+            value = _speed_ratio(entry, by_size.get(target.reference))
+            if value is not None:
+                verdict = "met" if value >= target.limit else "not met"
         checked.append(
             {"size": target.size, "target": target.text, "value": value, "verdict": verdict}
         )
@@ -679,6 +757,8 @@ def _target_value(target: dict[str, Any]) -> str:
         return "—"
     if "RSS" in target["target"]:
         return f"{value / GB:.2f} GB"
+    if "examples/s" in target["target"]:
+        return f"{value:.3f}x" if value < 100 else f"{value:,.0f}"
     if isinstance(value, float):
         return f"{value:.1f} s"
     return str(value)

@@ -64,15 +64,17 @@ def test_log_is_generated_once_then_reused(tmp_path):
     assert first["counts"]["rows"] == 20_000
 
 
-def _entry(size, status="ok", rss=1.0, preprocess=None):
+def _entry(size, status="ok", rss=1.0, preprocess=None, speed=10.0, fit=None):
     stages = {"train": {"peak_rss_bytes": int(rss * GB), "seconds": 1.0, "peak_rss_gb": rss}}
     timings = {"preprocess": preprocess} if preprocess is not None else None
+    if fit is not None:
+        timings = {**(timings or {}), "fit": fit}
     return {
         "size": size,
         "status": status,
         "reason": None if status == "ok" else "train failed: exit code 1",
         "stages": stages,
-        "train_metrics": {"timings": timings, "examples_per_second": 10.0},
+        "train_metrics": {"timings": timings, "examples_per_second": speed},
         "spec": train_bench.SIZES[size].to_json() if train_bench.SIZES[size] else None,
     }
 
@@ -88,19 +90,46 @@ def test_targets_met_not_met_and_not_measured():
         ("25m", "preprocess, one epoch and evaluate complete"): "met",
         ("2.5m", "preprocessing <= 10 s"): "not measured",  # no timings reported
         ("2.5m", "evaluate completes"): "not met",
+        ("2.5m", ">= 50,000 examples/s"): "not met",  # 10 examples/s
+        ("ml100k", ">= 30,000 examples/s"): "not measured",
+        ("25m", "one epoch <= 10 min"): "not measured",  # no fit timing
+        ("users-1m", "examples/s >= 0.8x users-10k's"): "not measured",
     }
     over = check_targets([_entry("25m", rss=8.5, preprocess=30.0)])
     assert [t["verdict"] for t in over[:2]] == ["not met", "met"]
     assert all(t["verdict"] == "not measured" for t in check_targets([]))
 
 
+def test_speed_targets_compare_examples_per_second_and_epoch_time():
+    verdicts = {
+        t["target"]: (t["verdict"], t["value"])
+        for t in check_targets(
+            [
+                _entry("users-10k", speed=50_000.0),
+                _entry("users-1m", speed=41_000.0),
+                _entry("25m", fit=599.0),
+                _entry("ml100k", speed=29_999.0),
+            ]
+        )
+    }
+    assert verdicts["examples/s >= 0.8x users-10k's"] == ("met", 0.82)
+    assert verdicts["one epoch <= 10 min"] == ("met", 599.0)
+    assert verdicts[">= 30,000 examples/s"] == ("not met", 29_999.0)
+
+
 def test_merge_keeps_earlier_sizes_not_measured_now():
-    previous = {"sizes": [_entry("2.5m", preprocess=5.0), _entry("25m", "failed")]}
-    current = {"epochs": 1, "sizes": [_entry("25m", rss=7.0, preprocess=50.0)], "targets": []}
+    previous = {"sizes": [_entry("2.5m", preprocess=5.0, speed=60_000.0), _entry("25m", "failed")]}
+    current = {
+        "epochs": 1,
+        "sizes": [_entry("25m", rss=7.0, preprocess=50.0, fit=300.0)],
+        "targets": [],
+    }
     merged = merge_results(previous, current)
     assert [e["size"] for e in merged["sizes"]] == ["2.5m", "25m"]
     assert merged["sizes"][1]["status"] == "ok"  # the new measurement wins
-    assert all(t["verdict"] == "met" for t in merged["targets"])
+    measured = [t for t in merged["targets"] if t["verdict"] != "not measured"]
+    assert len(measured) == 7
+    assert all(t["verdict"] == "met" for t in measured)
     markdown = render_markdown(merged)
     assert "| 2.5m | 2,500,000 | 200,000 | 50,000 |" in markdown
     assert "| 25m | preprocessing <= 60 s | 50.0 s | met |" in markdown

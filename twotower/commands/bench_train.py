@@ -39,14 +39,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "--split test` as subprocesses, recording wall time per stage, examples/s, peak RSS "
             "and recall@10 vs popularity in benchmarks/results/<out-name>.json and a section of "
             "docs/benchmarks.md. Sizes: ml100k (MovieLens 100K), tiny (20K rows), 2.5m (2.5M "
-            "rows, 200K users, 50K items), 25m (25M rows, 1M users, 200K items). Sizes measured "
+            "rows, 200K users, 50K items), 25m (25M rows, 1M users, 200K items), users-10k and "
+            "users-1m (5M rows, 50K items, 10K or 1M users: cost against vocabulary size); "
+            "ml100k-tutorial and 2.5m-tutorial train the TFRS tutorial model on those logs. Sizes "
+            "measured "
             "earlier and not in --sizes are kept in the results unless --no-merge."
         ),
     )
     parser.add_argument(
         "--sizes",
-        default="ml100k,2.5m,25m",
-        help="comma-separated sizes: ml100k, tiny, 2.5m, 25m (default ml100k,2.5m,25m)",
+        default="ml100k,ml100k-tutorial,2.5m,2.5m-tutorial,users-10k,users-1m,25m",
+        help="comma-separated sizes (default: all but tiny): ml100k, ml100k-tutorial, tiny, "
+        "2.5m, 2.5m-tutorial, users-10k, users-1m, 25m",
     )
     parser.add_argument(
         "--data-dir",
@@ -82,14 +86,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace) -> TrainBenchConfig:
-    from benchmarks.train import SIZES
+    from benchmarks.train import CASES
     from tfrs_model.errors import ConfigError
     from twotower.arguments import cache_dir
 
     sizes = tuple(s.strip() for s in args.sizes.split(",") if s.strip())
-    unknown = [s for s in sizes if s not in SIZES]
+    unknown = [s for s in sizes if s not in CASES]
     if not sizes or unknown:
-        raise ConfigError(f"--sizes: unknown {unknown or 'empty'}; choose from {', '.join(SIZES)}")
+        raise ConfigError(f"--sizes: unknown {unknown or 'empty'}; choose from {', '.join(CASES)}")
     if args.epochs < 1:
         raise ConfigError("--epochs must be at least 1")
     if args.timeout is not None and args.timeout <= 0:
