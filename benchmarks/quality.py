@@ -124,7 +124,7 @@ def _train_variant(
     history = fitted.history.history
     timing = _timing(
         time.perf_counter() - started,
-        fitted.examples_per_second,
+        fitted.throughput.examples_per_second,
         history,
         best_epoch(history, config),
         fitted.refit_epochs,
@@ -175,7 +175,7 @@ def _train_and_export(
     served.name = exported_name(variant.name, index_kind)
     timing = _timing(
         result.seconds,
-        result.examples_per_second,
+        result.throughput.examples_per_second,
         result.history,
         result.best_epoch - 1,
         result.refit_epochs,

@@ -158,7 +158,8 @@ class TrainConfig:
     Attributes:
       epochs: maximum epochs; early stopping on validation Recall@10 may stop sooner.
       early_stopping_patience: epochs without improvement before stopping; 0 disables.
-      strategy: `default`, `mirrored` (all local devices) or `multi-worker` (reads TF_CONFIG).
+      strategy: `default`, `mirrored` (all local devices), `multi-worker` or `parameter-server`
+        (both read TF_CONFIG; see `tfrs_model.distribute`).
       refit_on_validation: after early stopping has chosen the number of epochs on validation,
         train a fresh model for that many epochs on train + validation and keep it. The weights
         then know the interactions just before test time (what the baselines fit on too), so
@@ -176,6 +177,8 @@ class TrainConfig:
         updates every row on every step: slow on large vocabularies).
       steps_per_execution: training steps run per call from Python into TensorFlow; fewer
         calls, less overhead per step. Progress and callbacks update once per call.
+      min_shard_bytes: with `strategy="parameter-server"`, a variable larger than this is split
+        across the parameter servers in pieces of at least this many bytes.
     """
 
     epochs: int = 30
@@ -185,9 +188,10 @@ class TrainConfig:
     embedding_optimizer: Literal["adagrad", "sgd", "same"] = "adagrad"
     embedding_learning_rate: float = 0.1
     steps_per_execution: int = 32
+    min_shard_bytes: int = 1 << 20
     seed: int = 42
     early_stopping_patience: int = 4
-    strategy: Literal["default", "mirrored", "multi-worker"] = "default"
+    strategy: Literal["default", "mirrored", "multi-worker", "parameter-server"] = "default"
     tensorboard: bool = True
     refit_on_validation: bool = True
     production_fit: bool = True
@@ -199,6 +203,8 @@ class TrainConfig:
         for name in ("learning_rate", "embedding_learning_rate"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.min_shard_bytes < 1:
+            raise ConfigError(f"min_shard_bytes must be >= 1, got {self.min_shard_bytes}")
         if self.steps_per_execution < 1:
             raise ConfigError(f"steps_per_execution must be >= 1, got {self.steps_per_execution}")
         if self.embedding_optimizer not in ("adagrad", "sgd", "same"):
@@ -213,9 +219,10 @@ class TrainConfig:
             )
         if self.optimizer not in ("adam", "adagrad", "sgd"):
             raise ConfigError(f"optimizer must be adam, adagrad or sgd, got {self.optimizer!r}")
-        if self.strategy not in ("default", "mirrored", "multi-worker"):
+        if self.strategy not in ("default", "mirrored", "multi-worker", "parameter-server"):
             raise ConfigError(
-                f"strategy must be default, mirrored or multi-worker, got {self.strategy!r}"
+                "strategy must be default, mirrored, multi-worker or parameter-server, got "
+                f"{self.strategy!r}"
             )
 
 

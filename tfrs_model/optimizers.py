@@ -24,12 +24,17 @@ _OPTIMIZERS = {
 
 
 def embedding_tables(model: tf.keras.Model) -> list[tf.Variable]:
-    """The tables of every `Embedding` layer in `model`: the variables with sparse gradients."""
-    return [
-        layer.embeddings
-        for layer in model.submodules
-        if isinstance(layer, tf.keras.layers.Embedding)
-    ]
+    """The tables of every `Embedding` layer in `model`: the variables with sparse gradients.
+
+    A table split across parameter servers (a `ShardedVariable`) gives its shards, which are
+    what the model's `trainable_variables` list.
+    """
+    tables = []
+    for layer in model.submodules:
+        if isinstance(layer, tf.keras.layers.Embedding):
+            table = layer.embeddings
+            tables.extend(getattr(table, "variables", None) or [table])
+    return tables
 
 
 def dense_variables(model: tf.keras.Model) -> list[tf.Variable]:

@@ -4,6 +4,7 @@ On a terminal a tqdm bar moves inside each epoch; elsewhere (a Kubernetes Job's 
 is logged every `log_every_s` seconds instead, since carriage-return bars turn into one endless
 line there. At each epoch's end the epoch's training throughput is added to the Keras logs as
 `examples_per_second` (so the TensorBoard callback records it) and one summary line is logged.
+Under `ParameterServerStrategy`, which allows no batch-level callbacks, only the epoch lines.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
@@ -21,45 +23,70 @@ logger = logging.getLogger(__name__)
 EXAMPLES_PER_SECOND = "examples_per_second"
 
 
-class TrainingProgress(tf.keras.callbacks.Callback):
-    """Per-step progress (examples, examples/s, ETA) and a summary line per epoch.
+@dataclass(frozen=True)
+class Throughput:
+    """Training examples per second of a fit, validation time excluded.
 
-    Place it after the callbacks that add validation metrics to the logs (its epoch line shows
-    them) and before TensorBoard (which then records `examples_per_second`).
+    Attributes:
+      examples_per_second: over every training step.
+      after_warmup: without the first execution of the first epoch (`warmup_seconds`), which
+        also traces and compiles the training step and fills the input pipeline: the rate a
+        longer run converges to.
+      warmup_seconds: that first execution's wall time.
+    """
+
+    examples_per_second: float
+    after_warmup: float
+    warmup_seconds: float
+
+    def to_json(self) -> dict[str, float]:
+        return {
+            "examples_per_second": round(self.examples_per_second, 1),
+            "examples_per_second_after_warmup": round(self.after_warmup, 1),
+            "warmup_seconds": round(self.warmup_seconds, 3),
+        }
+
+
+class _EpochEnd(tf.keras.callbacks.Callback):
+    """Stamps the end of an epoch's training steps, before other callbacks' epoch-end work."""
+
+    def __init__(self, progress: EpochProgress) -> None:
+        super().__init__()
+        self.progress = progress
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.progress.steps_ended = time.perf_counter()
+
+
+class EpochProgress(tf.keras.callbacks.Callback):
+    """A summary line per epoch (examples, seconds, examples/s, loss, validation metrics), and
+    the epoch's `examples_per_second` added to its logs.
+
+    Place `stopwatch` first in the callback list (Keras runs the epoch's training steps, then
+    every callback's `on_epoch_end`: the stopwatch marks where training ended, so validation
+    ranking is not counted), this after the callbacks that add validation metrics to the logs
+    and before TensorBoard (which then records `examples_per_second`). It has no batch-level
+    hooks, which `ParameterServerStrategy` does not allow; `StepProgress` adds them.
 
     Args:
       what: what is being fit, e.g. "train" or "train + validation", for the log lines.
       epochs: the planned epochs (early stopping may end sooner).
       steps_per_epoch: training steps of one epoch.
       batch_size: examples per step (the global batch).
-      bar: a tqdm bar on stderr; None chooses it when stderr is a terminal.
-      log_every_s: seconds between progress lines when there is no bar.
     """
 
-    def __init__(
-        self,
-        what: str,
-        epochs: int,
-        steps_per_epoch: int,
-        batch_size: int,
-        *,
-        bar: bool | None = None,
-        log_every_s: float = 30.0,
-    ) -> None:
+    def __init__(self, what: str, epochs: int, steps_per_epoch: int, batch_size: int) -> None:
         super().__init__()
         self.what = what
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
         self.batch_size = batch_size
-        self.bar = sys.stderr.isatty() if bar is None else bar
-        self.log_every_s = log_every_s
+        self.stopwatch = _EpochEnd(self)
         self.training_seconds: list[float] = []
-        self._tqdm: tqdm | None = None
-        self._epoch = 0
+        self.warmup_seconds = 0.0
+        self.warmup_examples = 0
+        self.steps_ended = 0.0
         self._started = 0.0
-        self._last_log = 0.0
-        self._last_step = 0.0
-        self._done = 0
 
     @property
     def examples_per_epoch(self) -> int:
@@ -70,59 +97,21 @@ class TrainingProgress(tf.keras.callbacks.Callback):
         seconds = sum(self.training_seconds)
         return self.examples_per_epoch * len(self.training_seconds) / seconds if seconds else 0.0
 
+    def throughput(self) -> Throughput:
+        """The fit's `Throughput` over the epochs run so far."""
+        seconds = sum(self.training_seconds) - self.warmup_seconds
+        examples = self.examples_per_epoch * len(self.training_seconds) - self.warmup_examples
+        overall = self.examples_per_second()
+        after = examples / seconds if seconds > 0 and examples > 0 else overall
+        return Throughput(overall, after, self.warmup_seconds)
+
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._epoch = epoch
-        self._done = 0
-        self._started = self._last_log = self._last_step = time.perf_counter()
-        if self.bar:
-            self._tqdm = tqdm(
-                total=self.examples_per_epoch,
-                unit="ex",
-                unit_scale=True,
-                desc=f"epoch {epoch + 1}/{self.epochs}",
-                leave=False,
-                dynamic_ncols=True,
-            )
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        # With steps_per_execution > 1 Keras calls this once per execution, `batch` being the
-        # index of its last step.
-        self._last_step = time.perf_counter()
-        done = min(batch + 1, self.steps_per_epoch) * self.batch_size
-        if self._tqdm is not None:
-            self._tqdm.update(done - self._done)
-            if logs and "loss" in logs:
-                self._tqdm.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
-        else:
-            self._log_progress(done)
-        self._done = done
-
-    def _log_progress(self, done: int) -> None:
-        now = time.perf_counter()
-        if now - self._last_log < self.log_every_s:
-            return
-        self._last_log = now
-        rate = done / max(now - self._started, 1e-9)
-        eta = (self.examples_per_epoch - done) / rate if rate else float("inf")
-        logger.info(
-            "epoch %d/%d: %s/%s examples, %s examples/s, epoch ETA %s",
-            self._epoch + 1,
-            self.epochs,
-            f"{done:,}",
-            f"{self.examples_per_epoch:,}",
-            f"{rate:,.0f}",
-            _duration(eta),
-        )
+        self._started = self.steps_ended = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        # Keras runs the epoch's training steps, then the callbacks' `on_epoch_end` (validation
-        # ranking among them): the epoch's training time ends at its last step.
-        seconds = self._last_step - self._started
+        seconds = max(self.steps_ended - self._started, 1e-9)
         self.training_seconds.append(seconds)
-        rate = self.examples_per_epoch / seconds if seconds else 0.0
-        if self._tqdm is not None:
-            self._tqdm.close()
-            self._tqdm = None
+        rate = self.examples_per_epoch / seconds
         if logs is not None:
             logs[EXAMPLES_PER_SECOND] = rate
         validation = ""
@@ -143,6 +132,87 @@ class TrainingProgress(tf.keras.callbacks.Callback):
             loss,
             validation,
         )
+
+
+class StepProgress(EpochProgress):
+    """`EpochProgress` plus progress within each epoch: examples, examples/s and ETA.
+
+    On a terminal a tqdm bar; elsewhere a line every `log_every_s` seconds. The first execution
+    of steps (tracing and compiling the step, filling the input pipeline) is timed apart as the
+    warm-up.
+
+    Args:
+      bar: a tqdm bar on stderr; None chooses it when stderr is a terminal.
+      log_every_s: seconds between progress lines when there is no bar.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        epochs: int,
+        steps_per_epoch: int,
+        batch_size: int,
+        *,
+        bar: bool | None = None,
+        log_every_s: float = 30.0,
+    ) -> None:
+        super().__init__(what, epochs, steps_per_epoch, batch_size)
+        self.bar = sys.stderr.isatty() if bar is None else bar
+        self.log_every_s = log_every_s
+        self._tqdm: tqdm | None = None
+        self._epoch = 0
+        self._last_log = 0.0
+        self._done = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        super().on_epoch_begin(epoch, logs)
+        self._epoch = epoch
+        self._done = 0
+        self._last_log = self._started
+        if self.bar:
+            self._tqdm = tqdm(
+                total=self.examples_per_epoch,
+                unit="ex",
+                unit_scale=True,
+                desc=f"epoch {epoch + 1}/{self.epochs}",
+                leave=False,
+                dynamic_ncols=True,
+            )
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        # With steps_per_execution > 1 Keras calls this once per execution, `batch` being the
+        # index of its last step.
+        now = time.perf_counter()
+        done = min(batch + 1, self.steps_per_epoch) * self.batch_size
+        if not self.training_seconds and not self._done:
+            self.warmup_seconds, self.warmup_examples = now - self._started, done
+        if self._tqdm is not None:
+            self._tqdm.update(done - self._done)
+            if logs and "loss" in logs:
+                self._tqdm.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+        elif now - self._last_log >= self.log_every_s:
+            self._last_log = now
+            self._log_progress(done, now)
+        self._done = done
+
+    def _log_progress(self, done: int, now: float) -> None:
+        rate = done / max(now - self._started, 1e-9)
+        eta = (self.examples_per_epoch - done) / rate if rate else float("inf")
+        logger.info(
+            "epoch %d/%d: %s/%s examples, %s examples/s, epoch ETA %s",
+            self._epoch + 1,
+            self.epochs,
+            f"{done:,}",
+            f"{self.examples_per_epoch:,}",
+            f"{rate:,.0f}",
+            _duration(eta),
+        )
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._tqdm is not None:
+            self._tqdm.close()
+            self._tqdm = None
+        super().on_epoch_end(epoch, logs)
 
 
 def _duration(seconds: float) -> str:

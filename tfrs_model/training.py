@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,7 @@ from tfrs_model.config import RunConfig
 from tfrs_model.curves import write_training_curves
 from tfrs_model.data.schema import InteractionData
 from tfrs_model.data.splits import SPLITS, TEST, TRAIN, VALIDATION, SplitData, assign_splits
+from tfrs_model.distribute import is_chief, is_parameter_server, make_strategy
 from tfrs_model.errors import RunDirError
 from tfrs_model.evaluation.evaluate import evaluate_split
 from tfrs_model.evaluation.memory import memory_errors
@@ -31,13 +33,15 @@ from tfrs_model.features.spec import HISTORY, FeatureSet
 from tfrs_model.features.streaming import (
     check_ratings,
     code_tables,
+    remote_training_dataset,
+    saved_examples,
     steps_per_epoch,
     training_dataset,
 )
 from tfrs_model.features.vocabulary import build_feature_set
 from tfrs_model.model import TwoTowerModel
 from tfrs_model.optimizers import build_optimizer
-from tfrs_model.progress import TrainingProgress
+from tfrs_model.progress import EpochProgress, StepProgress, Throughput
 from tfrs_model.run import (
     CONFIG_FILE,
     CURVES_FILE,
@@ -66,7 +70,7 @@ class TrainResult:
     validation: dict[str, float]
     best_epoch: int
     seconds: float
-    examples_per_second: float
+    throughput: Throughput
     refit_epochs: int = 0
     refit_examples: int = 0
     test: dict[str, float] = field(default_factory=dict)
@@ -101,24 +105,6 @@ class ValidationRanking(tf.keras.callbacks.Callback):
         logger.info("epoch %d: validation recall@10 %.4f", epoch + 1, metrics["recall@10"])
 
 
-def _strategy(name: str) -> tf.distribute.Strategy:
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi-worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def _is_chief(strategy: tf.distribute.Strategy) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type == "chief" or (
-        task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
-    )
-
-
 def prepare(data: InteractionData, config: RunConfig) -> tuple[SplitData, FeatureSet]:
     """Splits the data and builds the feature vocabularies from the training split."""
     split = assign_splits(data, config.data)
@@ -134,7 +120,7 @@ class Fitted:
         early-stopping phase's best weights.
       features: the final model's feature specs (with a refit, vocabularies of train + validation).
       history: the early-stopping phase's Keras history (validation metrics per epoch).
-      examples_per_second: training throughput of the early-stopping phase.
+      throughput: training throughput of the early-stopping phase.
       refit_epochs: epochs of the refit on train + validation; 0 when there was none.
       refit_examples: training examples of the refit; 0 when there was none.
       test: test metrics of `model` (the evaluation weights), measured before the production
@@ -149,7 +135,7 @@ class Fitted:
     model: TwoTowerModel
     features: FeatureSet
     history: tf.keras.callbacks.History
-    examples_per_second: float
+    throughput: Throughput
     refit_epochs: int = 0
     refit_examples: int = 0
     test: dict[str, float] = field(default_factory=dict)
@@ -210,18 +196,32 @@ def _compile(
         )
 
     def dataset_fn(input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
-        dataset = training_dataset(
-            shards,
-            splits,
-            tables,
-            batch_size=config.train.batch_size,
-            seed=config.train.seed,
-            with_ratings=with_ratings,
-            input_context=input_context,
-        )
+        if parameter_server:
+            dataset = remote_training_dataset(
+                saved,
+                tables,
+                history_length=shards.history_length,
+                batch_size=config.train.batch_size,
+                with_ratings=with_ratings,
+            )
+        else:
+            dataset = training_dataset(
+                shards,
+                splits,
+                tables,
+                batch_size=config.train.batch_size,
+                seed=config.train.seed,
+                with_ratings=with_ratings,
+                input_context=input_context,
+            )
         return attach_negatives(dataset, negatives()) if negatives else dataset
 
-    # Under a distribution strategy each worker builds its own pipeline over its own shard files.
+    parameter_server = is_parameter_server(strategy)
+    if parameter_server:
+        _log_table_shards(model)
+        saved = saved_examples(shards, splits, positives_only=not with_ratings)
+    # Under a distribution strategy each worker builds its own pipeline (over its own shard
+    # files under multi-worker; over the whole saved copy, in its own order, as a PS worker).
     distributed = config.train.strategy != "default"
     data = tf.keras.utils.experimental.DatasetCreator(dataset_fn) if distributed else dataset_fn()
     return _Compiled(
@@ -230,6 +230,15 @@ def _compile(
         steps_per_epoch(shards, splits, config.train.batch_size, with_ratings),
         shards.num_examples(splits, positives_only=not with_ratings),
     )
+
+
+def _log_table_shards(model: TwoTowerModel) -> None:
+    """One line per embedding table: how many parameter servers hold a piece of it."""
+    for tower in (model.query_model, model.candidate_model):
+        for name, embedding in tower.embeddings.items():
+            table = embedding.embedding.embeddings
+            shards = len(getattr(table, "variables", None) or [table])
+            logger.info("%s_embedding: %d shards on the parameter servers", name, shards)
 
 
 def _validation_ranking(
@@ -257,10 +266,10 @@ def _fit_with_early_stopping(
     log_dir: Path | None,
     strategy: tf.distribute.Strategy,
     shards: ExampleShards,
-) -> tuple[TwoTowerModel, tf.keras.callbacks.History, float]:
+) -> tuple[TwoTowerModel, tf.keras.callbacks.History, Throughput]:
     """Trains on the training split, keeping the epoch with the best validation Recall@10.
 
-    Returns the model, its history, and the training examples/s (validation time excluded).
+    Returns the model, its history, and its training throughput.
     """
     compiled = _compile(split, features, config, strategy, shards, (TRAIN,))
     model = compiled.model
@@ -284,7 +293,7 @@ def _fit_with_early_stopping(
         before=[_validation_ranking(model, features, split, config)],
         after=stopping,
     )
-    return model, model.history, progress.examples_per_second()
+    return model, model.history, progress.throughput()
 
 
 def _run_fit(
@@ -296,14 +305,17 @@ def _run_fit(
     what: str,
     before: Sequence[tf.keras.callbacks.Callback] = (),
     after: Sequence[tf.keras.callbacks.Callback] = (),
-) -> TrainingProgress:
+) -> EpochProgress:
     """`model.fit` with progress (examples/s, ETA) and TensorBoard scalars.
 
     The callbacks run in the order `before` (which add metrics to the epoch's logs), progress,
     `after` (which read them, e.g. early stopping), TensorBoard (which records them all).
     """
-    progress = TrainingProgress(what, epochs, compiled.steps_per_epoch, config.train.batch_size)
-    callbacks = [*before, progress, *after]
+    # ParameterServerStrategy allows no batch-level callbacks: epoch lines only there.
+    parameter_server = is_parameter_server(compiled.model.distribute_strategy)
+    kind = EpochProgress if parameter_server else StepProgress
+    progress = kind(what, epochs, compiled.steps_per_epoch, config.train.batch_size)
+    callbacks = [progress.stopwatch, *before, progress, *after]
     if log_dir is not None and config.train.tensorboard:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(log_dir), profile_batch=0))
     compiled.model.fit(
@@ -373,7 +385,7 @@ def fit(
     `features` are the training split's; each later fit builds its own vocabularies. Seconds per
     stage are in `Fitted.timings`.
     """
-    strategy = strategy or _strategy(config.train.strategy)
+    strategy = strategy or make_strategy(config.train.strategy, config.train.min_shard_bytes)
     timings: dict[str, float] = {}
     with _example_shards(split, features, config, shards_dir, timings) as shards:
         with _timed(timings, "fit"):
@@ -440,6 +452,20 @@ def _example_shards(
         yield shards
 
 
+@contextlib.contextmanager
+def _shared_shards(out_dir: Path, strategy: tf.distribute.Strategy) -> Iterator[Path | None]:
+    """Where the example shards go: beside the run when parameter-server workers must read
+    them (removed afterwards), else None (a private temporary directory)."""
+    if not is_parameter_server(strategy):
+        yield None
+        return
+    directory = out_dir.with_name(f"{out_dir.name}.examples")
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def _sub_dir(log_dir: Path | None, name: str) -> Path | None:
     return log_dir / name if log_dir is not None else None
 
@@ -467,6 +493,9 @@ def train(
 
     With `strategy="multi-worker"` (TF_CONFIG names the cluster) every worker trains, and only
     the chief (the "chief" task, else worker 0) writes `out_dir`; the others write nothing.
+    With `strategy="parameter-server"` this runs on the chief (the coordinator) only, and the
+    example shards go beside `out_dir` (`<out_dir>.examples`, removed afterwards), where the
+    workers read them: that filesystem must be shared by every task.
 
     Raises:
       RunDirError: `out_dir` exists and `overwrite` is false (checked before training).
@@ -477,16 +506,19 @@ def train(
     started = time.perf_counter()
     # First TensorFlow call of `twotower train`: MultiWorkerMirroredStrategy configures the
     # collective ops, which must happen before the eager context is initialized.
-    strategy = _strategy(config.train.strategy)
+    strategy = make_strategy(config.train.strategy, config.train.min_shard_bytes)
     split_started = time.perf_counter()
     split, features = prepare(data, config)
     split_seconds = time.perf_counter() - split_started
     stage_seconds = {"load": load_seconds, "split": split_seconds}
-    if out_dir is None or not _is_chief(strategy):
+    if out_dir is None or not is_chief(strategy):
         fitted = fit(split, features, config, strategy=strategy)
         return _result(None, fitted, started, config, stage_seconds)
-    with atomic_directory(Path(out_dir), overwrite=overwrite) as staging:
-        fitted = fit(split, features, config, staging / LOGS_DIR, strategy)
+    with (
+        atomic_directory(Path(out_dir), overwrite=overwrite) as staging,
+        _shared_shards(Path(out_dir), strategy) as shards_dir,
+    ):
+        fitted = fit(split, features, config, staging / LOGS_DIR, strategy, shards_dir)
         write_started = time.perf_counter()
         config.save(staging / CONFIG_FILE)
         fitted.features.save(staging / FEATURES_FILE)
@@ -522,7 +554,7 @@ def _result(
         validation,
         best + 1,
         time.perf_counter() - started,
-        fitted.examples_per_second,
+        fitted.throughput,
         fitted.refit_epochs,
         fitted.refit_examples,
         fitted.test,
@@ -548,7 +580,9 @@ def _metrics_payload(split: SplitData, result: TrainResult) -> dict[str, Any]:
         "validation": result.validation,
         "history": result.history,
         "train_seconds": result.seconds,
-        "examples_per_second": result.examples_per_second,
+        # Training examples/s of the early-stopping phase (validation time excluded), with and
+        # without its first execution (tracing, compiling, filling the input pipeline).
+        **result.throughput.to_json(),
         "timings": result.timings,
         # With a refit, the saved weights come from it and have seen validation: the
         # validation metrics above are the early-stopping phase's, measured before the refit.

@@ -34,7 +34,8 @@ SERVING_TARGETS = (
     ),
 )
 TRAINING_TARGET = "training"
-ALL_TARGETS = (*SERVING_TARGETS, TRAINING_TARGET)
+PARAMETER_SERVER_TARGET = "training-parameter-server"
+ALL_TARGETS = (*SERVING_TARGETS, TRAINING_TARGET, PARAMETER_SERVER_TARGET)
 
 SERVING_DEPLOYMENT = "twotower-serving"
 SERVER_CONTAINER = "server"
@@ -70,8 +71,8 @@ def render(target: str) -> list[dict]:
 
 @functools.cache
 def _render(kubectl_path: str, target: str) -> tuple[dict, ...]:
-    if target == TRAINING_TARGET:
-        return _kustomize(kubectl_path, K8S_DIR / "training")
+    if target in (TRAINING_TARGET, PARAMETER_SERVER_TARGET):
+        return _kustomize(kubectl_path, K8S_DIR / target)
     if not uses_model_sync(target):
         return _kustomize(kubectl_path, K8S_DIR / "overlays" / target)
     overlay, component = target.split("+", 1)

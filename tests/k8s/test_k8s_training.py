@@ -16,6 +16,7 @@ import pytest
 from k8s_render import (
     DOCKER_DIR,
     MODEL_STORE_PVC,
+    PARAMETER_SERVER_TARGET,
     TRAINING_TARGET,
     containers,
     flags,
@@ -114,9 +115,10 @@ def test_trainer_runs_the_entrypoint_the_image_installs():
 
 
 def _run_entrypoint(
-    tmp_path: Path, index: int, num_workers: int = 3
+    tmp_path: Path, index: int, num_workers: int = 3, **extra: str
 ) -> tuple[subprocess.CompletedProcess, list[tuple[str, dict]]]:
-    """Runs the entry point as worker `index`; returns the process and the recorded calls.
+    """Runs the entry point as pod `index` (`extra`: more environment, e.g. STRATEGY);
+    returns the process and the recorded calls.
 
     Each call is (its arguments joined by spaces, the TF_CONFIG it saw, parsed, or None).
     """
@@ -138,6 +140,7 @@ def _run_entrypoint(
         "MODEL_BASE_PATH": "/store/twotower",
         "INDEX": "scann",
         "PEER_DNS_TIMEOUT_SECONDS": "0",
+        **extra,
     }
     result = subprocess.run(
         ["sh", str(ENTRYPOINT)], env=env, capture_output=True, text=True, timeout=30
@@ -188,3 +191,59 @@ def test_an_index_beyond_the_worker_count_is_refused(tmp_path):
     assert result.returncode == 2
     assert "NUM_WORKERS" in result.stderr
     assert calls == []
+
+
+def _ps_entrypoint(tmp_path: Path, index: int, **extra: str):
+    return _run_entrypoint(
+        tmp_path, index, num_workers=2, STRATEGY="parameter-server", NUM_PS="2", **extra
+    )
+
+
+PS_CLUSTER = {
+    "chief": ["twotower-train-0.twotower-train:12345"],
+    "ps": ["twotower-train-1.twotower-train:12345", "twotower-train-2.twotower-train:12345"],
+    "worker": ["twotower-train-3.twotower-train:12345", "twotower-train-4.twotower-train:12345"],
+}
+
+
+def test_parameter_server_chief_coordinates_then_evaluates_and_exports(tmp_path):
+    result, calls = _ps_entrypoint(tmp_path, index=0)
+
+    assert result.returncode == 0, result.stderr
+    assert [args for args, _ in calls] == [
+        "train --dataset movielens-100k --out /store/runs/r1 --strategy parameter-server",
+        "evaluate --run /store/runs/r1 --split test --json /store/runs/r1/eval-test.json",
+        "export --run /store/runs/r1 --model-base-path /store/twotower --index scann",
+    ]
+    assert calls[0][1] == {"cluster": PS_CLUSTER, "task": {"type": "chief", "index": 0}}
+
+
+@pytest.mark.parametrize(("index", "task"), [(1, ("ps", 0)), (2, ("ps", 1)), (4, ("worker", 1))])
+def test_parameter_servers_and_workers_only_serve(tmp_path, index, task):
+    result, calls = _ps_entrypoint(tmp_path, index=index)
+
+    assert result.returncode == 0, result.stderr
+    assert [args for args, _ in calls] == [
+        "train --dataset movielens-100k --out /store/runs/r1 --strategy parameter-server"
+    ]
+    assert calls[0][1] == {"cluster": PS_CLUSTER, "task": {"type": task[0], "index": task[1]}}
+
+
+def test_parameter_server_mode_refuses_a_pod_beyond_the_cluster_or_no_servers(tmp_path):
+    beyond, calls = _ps_entrypoint(tmp_path, index=5)
+    assert beyond.returncode == 2 and "5 pods" in beyond.stderr and calls == []
+    no_servers, calls = _run_entrypoint(tmp_path, 0, STRATEGY="parameter-server", NUM_PS="0")
+    assert no_servers.returncode == 2 and "NUM_PS >= 1" in no_servers.stderr and calls == []
+
+
+def test_parameter_server_job_has_one_pod_per_task_and_ends_with_the_chief():
+    job = get(render(PARAMETER_SERVER_TARGET), "Job", JOB)
+    spec = job["spec"]
+    (trainer,) = spec["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in trainer["env"]}
+    pods = 1 + int(env["NUM_PS"]) + int(env["NUM_WORKERS"])
+
+    assert env["STRATEGY"] == "parameter-server"
+    assert spec["completionMode"] == "Indexed"
+    assert spec["parallelism"] == spec["completions"] == pods
+    assert spec["successPolicy"] == {"rules": [{"succeededIndexes": "0"}]}

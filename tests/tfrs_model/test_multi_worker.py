@@ -9,15 +9,10 @@ strategy. All three read the same synthetic data, written in the MovieLens-100K 
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
+from fixtures.cluster import finish, free_ports, start_train
 
 from tfrs_model.data.splits import TEST
 from tfrs_model.data.synthetic import write_movielens
@@ -30,71 +25,6 @@ TIMEOUT_SECONDS = 120
 SUMMARY = re.compile(r"best epoch (\d+): validation recall@10 ([\d.]+), ndcg@10 ([\d.]+)")
 
 
-def _free_ports(count: int) -> list[int]:
-    """`count` distinct ports that were free on 127.0.0.1 a moment ago."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _environment(tf_config: dict | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    env.update(
-        TF_USE_LEGACY_KERAS="1",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        # Three TensorFlow processes share the machine: one compute thread each.
-        TF_NUM_INTRAOP_THREADS="1",
-        TF_NUM_INTEROP_THREADS="2",
-    )
-    if tf_config is not None:
-        env["TF_CONFIG"] = json.dumps(tf_config)
-    return env
-
-
-def _start_train(args: list[str], out: Path, tf_config: dict | None) -> subprocess.Popen:
-    """Starts `twotower train ... --out out`; its output goes to `out` + ".log".
-
-    A file, not a pipe: a pipe nobody reads yet (the test waits for one process at a time)
-    could fill up and stall its writer.
-    """
-    with Path(f"{out}.log").open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "twotower", "train", *args, "--out", str(out)],
-            env=_environment(tf_config),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def _finish(processes: dict[str, subprocess.Popen]) -> dict[str, str]:
-    """Waits for all processes (killing every one at the deadline); returns their output.
-
-    A worker whose peer died waits for it forever, so the deadline is shared.
-    """
-    deadline = time.monotonic() + TIMEOUT_SECONDS
-    try:
-        for name, process in processes.items():
-            try:
-                process.wait(timeout=max(deadline - time.monotonic(), 1.0))
-            except subprocess.TimeoutExpired:
-                pytest.fail(f"{name} did not finish within {TIMEOUT_SECONDS}s")
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    outputs = {}
-    for name, process in processes.items():
-        outputs[name] = Path(f"{process.args[-1]}.log").read_text(errors="replace")
-        assert process.returncode == 0, f"{name} exited {process.returncode}:\n{outputs[name]}"
-    return outputs
-
-
 def test_two_workers_train_one_model_as_good_as_one(tmp_path, synthetic, tiny_config):
     from tfrs_model.evaluation.service import evaluate_run_dir
 
@@ -103,18 +33,19 @@ def test_two_workers_train_one_model_as_good_as_one(tmp_path, synthetic, tiny_co
     # Global batch 256 in both runs: each worker computes half of every batch.
     config_file.write_text(json.dumps(tiny_config(epochs=3).to_dict()))
     common = ["--data-dir", str(data_dir), "--config", str(config_file)]
-    ports = _free_ports(2)
+    ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    outputs = _finish(
+    outputs = finish(
         {
-            f"worker {i}": _start_train(
+            f"worker {i}": start_train(
                 [*common, "--strategy", "multi-worker"],
                 tmp_path / f"worker{i}",
                 {"cluster": cluster, "task": {"type": "worker", "index": i}},
             )
             for i in range(2)
         }
-        | {"single": _start_train([*common, "--strategy", "default"], tmp_path / "single", None)}
+        | {"single": start_train([*common, "--strategy", "default"], tmp_path / "single", None)},
+        TIMEOUT_SECONDS,
     )
 
     # Worker 0 is the chief (there is no "chief" task): it alone writes its --out; worker 1

@@ -7,22 +7,22 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from tfrs_model.progress import EXAMPLES_PER_SECOND, TrainingProgress
+from tfrs_model.progress import EXAMPLES_PER_SECOND, EpochProgress, StepProgress
 
 
-def _fit(progress: TrainingProgress, epochs: int = 2) -> tf.keras.callbacks.History:
+def _fit(progress: StepProgress, epochs: int = 2) -> tf.keras.callbacks.History:
     tf.keras.utils.set_random_seed(0)
     model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse", steps_per_execution=2)
     features = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
     data = tf.data.Dataset.from_tensor_slices((features, features[:, :1])).batch(8).repeat()
-    return model.fit(data, epochs=epochs, steps_per_epoch=8, callbacks=[progress], verbose=0)
+    return model.fit(
+        data, epochs=epochs, steps_per_epoch=8, callbacks=[progress.stopwatch, progress], verbose=0
+    )
 
 
 def test_without_a_terminal_progress_is_logged_with_rate_and_eta(caplog):
-    progress = TrainingProgress(
-        "train", 2, steps_per_epoch=8, batch_size=8, bar=False, log_every_s=0.0
-    )
+    progress = StepProgress("train", 2, steps_per_epoch=8, batch_size=8, bar=False, log_every_s=0.0)
     with caplog.at_level(logging.INFO, logger="tfrs_model.progress"):
         history = _fit(progress)
     lines = [record.getMessage() for record in caplog.records]
@@ -38,9 +38,24 @@ def test_without_a_terminal_progress_is_logged_with_rate_and_eta(caplog):
 
 
 def test_with_a_bar_nothing_is_logged_until_the_epoch_ends(caplog):
-    progress = TrainingProgress("train", 1, steps_per_epoch=8, batch_size=8, bar=True)
+    progress = StepProgress("train", 1, steps_per_epoch=8, batch_size=8, bar=True)
     with caplog.at_level(logging.INFO, logger="tfrs_model.progress"):
         _fit(progress, epochs=1)
     lines = [record.getMessage() for record in caplog.records]
     assert len(lines) == 1
     assert lines[0].startswith("epoch 1/1 (train): 64 examples in")
+
+
+def test_epoch_progress_has_no_batch_hooks_and_still_measures_each_epoch(caplog):
+    progress = EpochProgress("train", 2, steps_per_epoch=8, batch_size=8)
+    assert not progress._implements_train_batch_hooks()  # ParameterServerStrategy refuses them
+    with caplog.at_level(logging.INFO, logger="tfrs_model.progress"):
+        history = _fit(progress)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "epoch 1/2 (train)",
+        "epoch 2/2 (train)",
+    ]
+    assert all(rate > 0 for rate in history.history[EXAMPLES_PER_SECOND])
+    throughput = progress.throughput()
+    assert throughput.warmup_seconds == 0.0
+    assert throughput.after_warmup == throughput.examples_per_second > 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -195,6 +196,60 @@ def training_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def saved_examples(
+    shards: ExampleShards, splits: tuple[str, ...], positives_only: bool = True
+) -> Path:
+    """The `splits`' example rows in tf.data's own format (`Dataset.save`), beside the shards.
+
+    Parameter-server workers run the input pipeline in their own processes, from a graph the
+    coordinator sends: they cannot call back into a Python generator, so they read this copy
+    (written once per `splits`, atomically) with `Dataset.load`.
+    """
+    name = f"tfdata-{'+'.join(splits)}-{'positives' if positives_only else 'all'}"
+    path = shards.directory / name
+    if path.exists():
+        return path
+    files, history_length = shards.files(splits), shards.history_length
+
+    def chunks() -> Iterator[dict]:
+        for file in files:
+            yield from _chunks(file, history_length, positives_only)
+
+    staging = shards.directory / f".{name}.tmp"
+    tf.data.Dataset.from_generator(chunks, output_signature=_batch_signature(history_length)).save(
+        str(staging)
+    )
+    staging.rename(path)
+    return path
+
+
+def remote_training_dataset(
+    path: Path,
+    tables: CodeTables,
+    *,
+    history_length: int,
+    batch_size: int,
+    with_ratings: bool = False,
+) -> tf.data.Dataset:
+    """Endless batches of the rows `saved_examples` wrote, for a parameter-server worker.
+
+    Every worker reads all of them in its own random order (the shuffle is unseeded): workers
+    train asynchronously, each step on a batch drawn from the whole training set.
+    """
+    rows = tf.data.Dataset.load(str(path), element_spec=_batch_signature(history_length))
+    return (
+        rows.unbatch()
+        .shuffle(SHUFFLE_BUFFER, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+        .map(
+            functools.partial(model_inputs, tables=tables, with_ratings=with_ratings),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def check_ratings(split: SplitData) -> None:

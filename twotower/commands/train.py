@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from tfrs_model.config import RunConfig, with_overrides
+from tfrs_model.distribute import STRATEGIES
 from twotower.arguments import (
     add_data_arguments,
     add_evaluation_arguments,
@@ -34,7 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--embedding-dim", type=int)
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--strategy", choices=("default", "mirrored", "multi-worker"))
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        help="default (one process), mirrored (local devices), multi-worker or "
+        "parameter-server (TF_CONFIG names the cluster; docs/scale.md)",
+    )
     parser.add_argument(
         "--no-refit",
         dest="refit_on_validation",
@@ -84,9 +90,15 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 
 def run(args: argparse.Namespace) -> int:
     from tfrs_model.data import load_data
+    from tfrs_model.distribute import is_server_task, serve_cluster_task
     from tfrs_model.training import train
 
     config = build_config(args)
+    if is_server_task(config.train.strategy):
+        # A worker or parameter server of a parameter-server cluster: the chief sends it
+        # everything; it reads no data and writes nothing.
+        serve_cluster_task()
+        return 0
     started = time.perf_counter()
     data = load_data(config.data, cache_dir(), environ=os.environ)
     load_seconds = time.perf_counter() - started
@@ -101,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         f"best epoch {result.best_epoch}: validation recall@10 "
         f"{result.validation.get('recall_at_10', float('nan')):.4f}, "
         f"ndcg@10 {result.validation.get('ndcg_at_10', float('nan')):.4f}{refit} "
-        f"({result.seconds:.0f}s, {result.examples_per_second:,.0f} examples/s) -> {args.out}"
+        f"({result.seconds:.0f}s, {result.throughput.examples_per_second:,.0f} examples/s) -> {args.out}"
     )
     if result.production_examples:
         print(
