@@ -73,6 +73,13 @@ def ablation_variants(base: Variant) -> tuple[Variant, ...]:
     levers = (
         Variant("no refit on train + validation", model, replace(train, refit_on_validation=False)),
         Variant("batch 1024", model, replace(train, batch_size=1024)),
+        Variant("batch 512", model, replace(train, batch_size=512)),
+        Variant(
+            "Adam on embedding tables too (dense updates)",
+            model,
+            replace(train, embedding_optimizer="same"),
+        ),
+        Variant("one step per execution", model, replace(train, steps_per_execution=1)),
         Variant("logQ strength 1.0", replace(model, logq_strength=1.0), train),
         Variant("logQ strength 1.5", replace(model, logq_strength=1.5), train),
         Variant("no logQ correction", replace(model, logq_correction=False), train),
