@@ -99,10 +99,9 @@ class ValidationRanking(tf.keras.callbacks.Callback):
             metrics = ranking_metrics(
                 ranked, self.eval_set.relevant, self.eval_set.num_items, (10,)
             )
-        if logs is not None:
+        if logs is not None:  # the progress callback's epoch line shows them
             logs[EARLY_STOPPING_METRIC] = metrics["recall@10"]
             logs["val_ndcg_at_10"] = metrics["ndcg@10"]
-        logger.info("epoch %d: validation recall@10 %.4f", epoch + 1, metrics["recall@10"])
 
 
 def prepare(data: InteractionData, config: RunConfig) -> tuple[SplitData, FeatureSet]:
