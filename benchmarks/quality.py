@@ -16,6 +16,7 @@ from tfrs_model.data.splits import TEST, SplitData
 from tfrs_model.evaluation import cold_start
 from tfrs_model.evaluation.evaluate import EvaluationReport, evaluate_split
 from tfrs_model.evaluation.two_tower import TwoTowerRanker
+from tfrs_model.progress import Throughput
 
 # The TensorFlow Recommenders basic-retrieval tutorial: user and item id embeddings of 32,
 # Adagrad 0.1, batch 8192, 3 epochs, plain in-batch softmax (no features, history, logQ or
@@ -102,14 +103,16 @@ def ablation_variants(base: Variant) -> tuple[Variant, ...]:
 
 def _timing(
     seconds: float,
-    examples_per_second: float,
+    throughput: Throughput,
     history: Mapping[str, list[float]],
     best: int,
     refit_epochs: int,
 ) -> dict[str, float]:
     return {
         "train_seconds": seconds,
-        "examples_per_second": examples_per_second,
+        "examples_per_second": throughput.examples_per_second,
+        # Without the first call into TensorFlow (tracing, compiling): what longer runs reach.
+        "examples_per_second_after_warmup": throughput.after_warmup,
         "epochs": len(history.get("loss", [])),
         "refit_epochs": refit_epochs,
         # Measured before any refit, so these are honest validation numbers to choose levers by.
@@ -131,7 +134,7 @@ def _train_variant(
     history = fitted.history.history
     timing = _timing(
         time.perf_counter() - started,
-        fitted.throughput.examples_per_second,
+        fitted.throughput,
         history,
         best_epoch(history, config),
         fitted.refit_epochs,
@@ -182,7 +185,7 @@ def _train_and_export(
     served.name = exported_name(variant.name, index_kind)
     timing = _timing(
         result.seconds,
-        result.throughput.examples_per_second,
+        result.throughput,
         result.history,
         result.best_epoch - 1,
         result.refit_epochs,
@@ -216,7 +219,43 @@ def run_quality_benchmark(
         else:
             ranker, timings[variant.name] = _train_variant(split, data_config, variant)
             rankers.append(ranker)
-    return evaluate_split(split, TEST, rankers), timings
+    report = evaluate_split(split, TEST, rankers)
+    strict = strict_ease(split)
+    if strict is not None:
+        report.results[STRICT_EASE], report.tuning["ease_strict_l2"] = strict
+    return report, timings
+
+
+# EASE with its L2 chosen separately for every metric on the test split itself: the best any
+# choice of L2 could have done there. A stricter bar than the validation-tuned `ease` row.
+STRICT_EASE = "ease (L2 best per metric on test)"
+
+
+def strict_ease(
+    split: SplitData, memory_budget_gb: float = 4.0
+) -> tuple[dict[str, float], dict[str, float]] | None:
+    """The `STRICT_EASE` row's metrics and the L2 each metric took; None when EASE's item x
+    item matrices do not fit `memory_budget_gb`."""
+    from tfrs_model.evaluation.baselines import EASE_L2_GRID, EaseBaseline
+    from tfrs_model.evaluation.evaluate import DEFAULT_KS
+    from tfrs_model.evaluation.metrics import ranking_metrics
+    from tfrs_model.evaluation.protocol import build_eval_set
+
+    test = build_eval_set(split, TEST)
+    if EaseBaseline(memory_budget_gb=memory_budget_gb).skip_reason(test.num_items):
+        return None
+    by_l2 = {
+        l2: ranking_metrics(
+            EaseBaseline(l2=l2, memory_budget_gb=memory_budget_gb).rank(test, max(DEFAULT_KS)),
+            test.relevant,
+            test.num_items,
+            DEFAULT_KS,
+        )
+        for l2 in EASE_L2_GRID
+    }
+    metrics = next(iter(by_l2.values())).keys()
+    chosen = {m: max(by_l2, key=lambda l2, m=m: by_l2[l2][m]) for m in metrics}
+    return {m: by_l2[chosen[m]][m] for m in metrics}, chosen
 
 
 def run_ablation(
@@ -254,6 +293,7 @@ def run_ablation(
                     timing["train_seconds"],
                     timing["validation_recall@10"],
                     timing["validation_ndcg@10"],
+                    timing["examples_per_second_after_warmup"],
                 )
             )
         values = np.array(runs)
@@ -265,6 +305,7 @@ def run_ablation(
             "ndcg@10": float(values[:, 1].mean()),
             "ndcg@10_std": float(values[:, 1].std()),
             "train_seconds": float(values[:, 2].mean()),
+            "examples_per_second": float(values[:, 5].mean()),
             "seeds": len(seeds),
         }
     return rows
@@ -277,8 +318,8 @@ def ablation_markdown(rows: Mapping[str, Mapping[str, float]], reference: str) -
         f"### Ablation (mean over {base['seeds']} seeds, (std) on test; delta vs {reference})",
         "",
         "| variant | validation recall@10 | validation ndcg@10 | test recall@10 | delta | "
-        "test ndcg@10 | delta | train s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "test ndcg@10 | delta | train s | examples/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in rows.items():
         lines.append(
@@ -286,7 +327,8 @@ def ablation_markdown(rows: Mapping[str, Mapping[str, float]], reference: str) -
             f"{row['recall@10']:.4f} ({row['recall@10_std']:.4f}) | "
             f"{row['recall@10'] - base['recall@10']:+.4f} | "
             f"{row['ndcg@10']:.4f} ({row['ndcg@10_std']:.4f}) | "
-            f"{row['ndcg@10'] - base['ndcg@10']:+.4f} | {row['train_seconds']:.0f} |"
+            f"{row['ndcg@10'] - base['ndcg@10']:+.4f} | {row['train_seconds']:.0f} | "
+            f"{row.get('examples_per_second', float('nan')):,.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -346,29 +388,33 @@ def quality_markdown(report: EvaluationReport, timings: Mapping[str, Mapping[str
     return "\n".join(lines) + "\n"
 
 
-# The issue's target: the served model at least equal to EASE and at least 2.5x the tutorial.
-TARGETS = (("ease", 1.0), ("tfrs_tutorial", 2.5))
-TARGET_METRICS = ("recall@10", "ndcg@10")
+# The targets: the served model at least equal to validation-tuned EASE and 2.5x the tutorial
+# at recall@10 and NDCG@10, and 1.10x the strict EASE row at those and recall@100.
+TARGET_METRICS = ("recall@10", "ndcg@10", "recall@100")
+TARGETS = (
+    ("ease", 1.0, TARGET_METRICS[:2]),
+    ("tfrs_tutorial", 2.5, TARGET_METRICS[:2]),
+    (STRICT_EASE, 1.10, TARGET_METRICS),
+)
 
 
 def target_markdown(report: EvaluationReport, model: str) -> str:
-    """Whether `model` meets each target on Recall@10 and NDCG@10, with the measured ratios."""
+    """Whether `model` meets each target, with the measured ratio at each of its metrics."""
     lines = [
         f"Target check for `{model}`:",
         "",
-        "| against | needed | recall@10 ratio | ndcg@10 ratio | met |",
-        "|---|---:|---:|---:|---|",
+        "| against | needed | " + " | ".join(f"{m} ratio" for m in TARGET_METRICS) + " | met |",
+        "|---|---:|" + "---:|" * len(TARGET_METRICS) + "---|",
     ]
     ours = report.results[model]
-    for reference, needed in TARGETS:
+    for reference, needed, metrics in TARGETS:
         if reference not in report.results:
             continue
         theirs = report.results[reference]
-        ratios = [ours[m] / theirs[m] if theirs[m] else float("inf") for m in TARGET_METRICS]
-        met = "yes" if all(r >= needed for r in ratios) else "no"
-        lines.append(
-            f"| {reference} | {needed:.1f}x | {ratios[0]:.3f}x | {ratios[1]:.3f}x | {met} |"
-        )
+        ratios = {m: ours[m] / theirs[m] if theirs[m] else float("inf") for m in metrics}
+        cells = " | ".join(f"{ratios[m]:.3f}x" if m in ratios else "-" for m in TARGET_METRICS)
+        met = "yes" if all(r >= needed for r in ratios.values()) else "no"
+        lines.append(f"| {reference} | {needed:.2f}x | {cells} | {met} |")
     return "\n".join(lines) + "\n"
 
 

@@ -60,19 +60,28 @@ def test_benchmark_ranks_every_variant_and_baseline(tmp_path):
         "random",
         "popularity",
         "ease",
+        quality.STRICT_EASE,
         "svd",
     }
+    # The strict row takes, per metric, the best L2 on test: never below the tuned EASE row.
+    for metric, value in report.results["ease"].items():
+        assert report.results[quality.STRICT_EASE][metric] >= value - 1e-12, metric
+    assert set(report.tuning["ease_strict_l2"]) == set(report.results["ease"])
     assert set(timings) == {"two_tower", "tfrs_tutorial"}
     assert timings["tfrs_tutorial"]["epochs"] == 2
     assert all(0.0 <= r["recall@10"] <= 1.0 for r in report.results.values())
     markdown = quality.quality_markdown(report, timings)
-    assert markdown.count("\n| ") == 1 + 7  # header + one row per model
+    assert markdown.count("\n| ") == 1 + 8  # header + one row per model
     # The exported model ranks through serving_default exactly as the trained one does.
     assert report.results[served] == pytest.approx(report.results["two_tower"], abs=1e-9)
     target = quality.target_markdown(report, served)
     ratio = report.results[served]["recall@10"] / report.results["ease"]["recall@10"]
-    assert f"| ease | 1.0x | {ratio:.3f}x |" in target
-    assert target.count("| yes |") + target.count("| no |") == 2
+    assert f"| ease | 1.00x | {ratio:.3f}x |" in target
+    assert target.count("| yes |") + target.count("| no |") == 3
+    strict = report.results[quality.STRICT_EASE]
+    recall_100 = report.results[served]["recall@100"] / strict["recall@100"]
+    assert f"| {quality.STRICT_EASE} | 1.10x |" in target
+    assert f"{recall_100:.3f}x | " in target
     chart = quality.quality_chart(report, tmp_path / "quality.png")
     if chart is not None:  # matplotlib is a dev dependency
         assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
