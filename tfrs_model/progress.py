@@ -10,13 +10,13 @@ Under `ParameterServerStrategy`, which allows no batch-level callbacks, only the
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
-from tqdm import tqdm
+
+from tfrs_model.meter import Meter
 
 logger = logging.getLogger(__name__)
 
@@ -135,11 +135,10 @@ class EpochProgress(tf.keras.callbacks.Callback):
 
 
 class StepProgress(EpochProgress):
-    """`EpochProgress` plus progress within each epoch: examples, examples/s and ETA.
-
-    On a terminal a tqdm bar; elsewhere a line every `log_every_s` seconds. The first execution
-    of steps (tracing and compiling the step, filling the input pipeline) is timed apart as the
-    warm-up.
+    """`EpochProgress` plus progress within each epoch: examples, examples/s and ETA (a
+    `Meter`: a tqdm bar on a terminal, a log line every `log_every_s` seconds elsewhere). The
+    first execution of steps (tracing and compiling the step, filling the input pipeline) is
+    timed apart as the warm-up.
 
     Args:
       bar: a tqdm bar on stderr; None chooses it when stderr is a terminal.
@@ -157,67 +156,35 @@ class StepProgress(EpochProgress):
         log_every_s: float = 30.0,
     ) -> None:
         super().__init__(what, epochs, steps_per_epoch, batch_size)
-        self.bar = sys.stderr.isatty() if bar is None else bar
+        self.bar = bar
         self.log_every_s = log_every_s
-        self._tqdm: tqdm | None = None
-        self._epoch = 0
-        self._last_log = 0.0
-        self._done = 0
+        self._meter: Meter | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         super().on_epoch_begin(epoch, logs)
-        self._epoch = epoch
-        self._done = 0
-        self._last_log = self._started
-        if self.bar:
-            self._tqdm = tqdm(
-                total=self.examples_per_epoch,
-                unit="ex",
-                unit_scale=True,
-                desc=f"epoch {epoch + 1}/{self.epochs}",
-                leave=False,
-                dynamic_ncols=True,
-            )
+        self._meter = Meter(
+            self.examples_per_epoch,
+            "example",
+            f"epoch {epoch + 1}/{self.epochs}",
+            bar=self.bar,
+            log_every_s=self.log_every_s,
+            logger=logger,
+        )
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         # With steps_per_execution > 1 Keras calls this once per execution, `batch` being the
         # index of its last step.
-        now = time.perf_counter()
+        if self._meter is None:
+            return
         done = min(batch + 1, self.steps_per_epoch) * self.batch_size
-        if not self.training_seconds and not self._done:
-            self.warmup_seconds, self.warmup_examples = now - self._started, done
-        if self._tqdm is not None:
-            self._tqdm.update(done - self._done)
-            if logs and "loss" in logs:
-                self._tqdm.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
-        elif now - self._last_log >= self.log_every_s:
-            self._last_log = now
-            self._log_progress(done, now)
-        self._done = done
-
-    def _log_progress(self, done: int, now: float) -> None:
-        rate = done / max(now - self._started, 1e-9)
-        eta = (self.examples_per_epoch - done) / rate if rate else float("inf")
-        logger.info(
-            "epoch %d/%d: %s/%s examples, %s examples/s, epoch ETA %s",
-            self._epoch + 1,
-            self.epochs,
-            f"{done:,}",
-            f"{self.examples_per_epoch:,}",
-            f"{rate:,.0f}",
-            _duration(eta),
-        )
+        if not self.training_seconds and not self._meter.done:
+            self.warmup_seconds = time.perf_counter() - self._started
+            self.warmup_examples = done
+        loss = {"loss": f"{float(logs['loss']):.4f}"} if logs and "loss" in logs else {}
+        self._meter.update_to(done, **loss)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._tqdm is not None:
-            self._tqdm.close()
-            self._tqdm = None
+        if self._meter is not None:
+            self._meter.close()
+            self._meter = None
         super().on_epoch_end(epoch, logs)
-
-
-def _duration(seconds: float) -> str:
-    if seconds == float("inf"):
-        return "unknown"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"

@@ -28,7 +28,7 @@ def test_without_a_terminal_progress_is_logged_with_rate_and_eta(caplog):
     lines = [record.getMessage() for record in caplog.records]
     # One line per execution of 2 steps (16 examples) with rate and ETA, then the epoch's line.
     assert "epoch 1/2: 16/64 examples" in lines[0]
-    assert "examples/s, epoch ETA" in lines[0]
+    assert "examples/s, ETA" in lines[0]
     epoch_lines = [line for line in lines if "(train): 64 examples in" in line]
     assert len(epoch_lines) == 2
     assert len(history.history[EXAMPLES_PER_SECOND]) == 2

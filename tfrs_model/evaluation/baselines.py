@@ -22,6 +22,7 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 
 from tfrs_model.config import EvaluationConfig
 from tfrs_model.errors import ConfigError
+from tfrs_model.evaluation.blocks import user_blocks
 from tfrs_model.evaluation.memory import ease_skip_reason, users_per_block
 from tfrs_model.evaluation.protocol import EvalSet, interaction_matrix, top_k_excluding
 
@@ -37,19 +38,20 @@ def rank_in_batches(
     batch: int | None = None,
     *,
     memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
+    what: str = "users",
 ) -> np.ndarray:
     """`[U, k]` rankings, scoring a block of users at a time to bound memory.
 
     Args:
       batch: users per block; None sizes blocks from `memory_budget_gb` (`users_per_block`).
+      what: the ranker's name, for the progress lines.
 
     Raises:
       ConfigError: one user's scores alone exceed `memory_budget_gb`.
     """
     batch = batch or users_per_block(eval_set.num_items, memory_budget_gb)
     parts = [np.zeros((0, k), dtype=np.int64)]
-    for start in range(0, eval_set.num_users, batch):
-        rows = slice(start, start + batch)
+    for rows in user_blocks(eval_set.num_users, batch, what):
         scores = score_rows(rows)
         parts.append(top_k_excluding(scores, eval_set.excluded[rows], k, overwrite=True))
     return np.concatenate(parts, axis=0)
@@ -73,6 +75,7 @@ class RandomBaseline:
             lambda rows: rng.random((len(eval_set.user_ids[rows]), eval_set.num_items)),
             eval_set,
             k,
+            what=self.name,
             memory_budget_gb=self.memory_budget_gb,
         )
 
@@ -104,6 +107,7 @@ def rank_shared_scores(
     k: int,
     *,
     memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
+    what: str = "users",
 ) -> np.ndarray:
     """`[U, k]` rankings when every user has the same `[I]` scores: per user, the best `k`
     items (ties by lower index) it has not excluded, as `top_k_excluding` would rank the
@@ -118,8 +122,8 @@ def rank_shared_scores(
     widest = int(np.diff(eval_set.excluded.indptr).max(initial=0))
     batch = users_per_block(min(eval_set.num_items, k + widest), memory_budget_gb)
     parts = [np.zeros((0, k), dtype=np.int64)]
-    for start in range(0, eval_set.num_users, batch):
-        first = _first_allowed(order_rank, eval_set.excluded[start : start + batch], k)
+    for rows in user_blocks(eval_set.num_users, batch, what):
+        first = _first_allowed(order_rank, eval_set.excluded[rows], k)
         parts.append(np.where(first >= 0, order[np.maximum(first, 0)], -1).astype(np.int64))
     return np.concatenate(parts, axis=0)
 
@@ -132,7 +136,9 @@ class PopularityBaseline:
     def rank(self, eval_set: EvalSet, k: int) -> np.ndarray:
         matrix, _ = interaction_matrix(eval_set)
         counts = item_counts(matrix)
-        return rank_shared_scores(counts, eval_set, k, memory_budget_gb=self.memory_budget_gb)
+        return rank_shared_scores(
+            counts, eval_set, k, memory_budget_gb=self.memory_budget_gb, what=self.name
+        )
 
 
 @dataclass(frozen=True)
@@ -171,7 +177,11 @@ class EaseBaseline:
         del matrix
         rows = eval_user_matrix(eval_set)
         return rank_in_batches(
-            lambda s: rows[s] @ weights, eval_set, k, memory_budget_gb=self.memory_budget_gb
+            lambda s: rows[s] @ weights,
+            eval_set,
+            k,
+            memory_budget_gb=self.memory_budget_gb,
+            what=self.name,
         )
 
 
@@ -222,6 +232,7 @@ class SvdBaseline:
             eval_set,
             k,
             memory_budget_gb=self.memory_budget_gb,
+            what=self.name,
         )
 
 

@@ -6,6 +6,7 @@ import numpy as np
 
 from tfrs_model.data.splits import SplitData
 from tfrs_model.evaluation.baselines import DEFAULT_MEMORY_BUDGET_GB
+from tfrs_model.evaluation.blocks import user_blocks
 from tfrs_model.evaluation.memory import users_per_block
 from tfrs_model.evaluation.protocol import EvalSet, top_k_excluding
 from tfrs_model.features.examples import Arrays, candidate_inputs, snapshot_queries, to_tensor_dict
@@ -66,8 +67,7 @@ class TwoTowerRanker:
         query_embeddings, candidate_embeddings = self.embeddings(eval_set)
         candidates = tf.constant(candidate_embeddings)
         parts = [np.zeros((0, k), dtype=np.int64)]
-        for start in range(0, len(query_embeddings), batch_size):
-            rows = slice(start, start + batch_size)
+        for rows in user_blocks(len(query_embeddings), batch_size, self.name):
             # The same TF matmul the exported brute-force index runs, so scores match bit for bit.
             scores = tf.linalg.matmul(query_embeddings[rows], candidates, transpose_b=True)
             parts.append(
