@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,11 @@ from export import contract
 from export.loading import load_saved_model
 from export.model_card import read_model_card
 from export.savedmodel import ALL
-from tfrs_model.config import DataConfig, from_mapping, with_overrides
+from tfrs_model.config import DataConfig, EvaluationConfig, from_mapping, with_overrides
 from tfrs_model.data import assign_splits, load_data
 from tfrs_model.data.splits import TRAIN, VALIDATION
 from tfrs_model.errors import ExportError
+from tfrs_model.evaluation.blocks import user_blocks
 from tfrs_model.evaluation.evaluate import EvaluationReport, evaluate_split
 from tfrs_model.evaluation.protocol import EvalSet
 
@@ -40,8 +42,8 @@ class SavedModelRanker:
         serve = self.model.signatures[contract.SERVING_DEFAULT]
         catalog = pd.Index(eval_set.catalog.astype(str))
         parts = []
-        for start in range(0, len(eval_set.user_ids), self.batch_size):
-            users = eval_set.user_ids[start : start + self.batch_size].astype(str)
+        for rows in user_blocks(len(eval_set.user_ids), self.batch_size, self.name):
+            users = eval_set.user_ids[rows].astype(str)
             item_ids = serve(user_id=tf.constant(users))[contract.ITEM_IDS].numpy()[:, :k]
             rows = catalog.get_indexer(item_ids.astype(str).ravel()).reshape(item_ids.shape)
             parts.append(rows)
@@ -98,11 +100,14 @@ def evaluate_saved_model(
     cache_dir: Path,
     environ: Mapping[str, str] | None = None,
     with_baselines: bool = True,
+    evaluation_overrides: Mapping[str, Any] | None = None,
 ) -> EvaluationReport:
     """Evaluates an exported version through `serving_default` on `split` of its training data.
 
     The data is reloaded from its source with the split configuration recorded in the model
-    card (optionally pointed at another directory), so the split equals the run's.
+    card (optionally pointed at another directory), so the split equals the run's. How many
+    users are ranked and in how much memory is the run's `evaluation` section from the card,
+    with `evaluation_overrides` (`EvaluationConfig` fields, e.g. `eval_users`) applied.
 
     Raises:
       ExportError: not an export, or its weights or its baked history have seen the evaluated
@@ -111,6 +116,12 @@ def evaluate_saved_model(
     card = read_model_card(version_dir)
     refuse_leaky_export(card, split, version_dir)
     config = with_overrides(from_mapping(DataConfig, card["config"]["data"]), **data_overrides)
+    evaluation = dataclasses.replace(
+        from_mapping(EvaluationConfig, card["config"].get("evaluation", {})),
+        **(evaluation_overrides or {}),
+    )
     split_data = assign_splits(load_data(config, cache_dir, environ=environ), config)
     ranker = SavedModelRanker(version_dir)
-    return evaluate_split(split_data, split, [ranker], with_baselines=with_baselines)
+    return evaluate_split(
+        split_data, split, [ranker], with_baselines=with_baselines, evaluation=evaluation
+    )

@@ -259,7 +259,14 @@ def test_evaluate_rejects_a_word_for_eval_users(capsys):
     assert "expected a whole number of users or 'all', got 'many'" in capsys.readouterr().err
 
 
-def test_evaluate_saved_model_refuses_the_run_only_flags(tmp_path, capsys):
-    code = main(["evaluate", "--saved-model", str(tmp_path), "--eval-users", "10"])
-    assert code == 2
-    assert "only --run takes --eval-users for now" in _error_line(capsys, "evaluate")
+@pytest.mark.integration
+def test_evaluate_saved_model_ranks_a_seeded_sample_of_users(version_dirs, tmp_path, capsys):
+    from export.index import BRUTE_FORCE
+
+    out = tmp_path / "eval.json"
+    version = str(version_dirs[BRUTE_FORCE])
+    args = ["evaluate", "--saved-model", version, "--no-baselines", "--eval-users", "7"]
+    assert main([*args, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert "7 of " in capsys.readouterr().out  # "7 of N users (a seeded sample ...)"
+    assert 0.0 <= report["two_tower"]["recall@10"] <= 1.0

@@ -8,7 +8,6 @@ import json
 import os
 from pathlib import Path
 
-from tfrs_model.errors import ConfigError
 from twotower.arguments import (
     add_data_arguments,
     add_evaluation_arguments,
@@ -34,21 +33,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def refuse_saved_model_overrides(overrides: dict[str, object]) -> None:
-    """Raises when evaluation flags are given for a SavedModel, which does not take them yet.
-
-    Raises:
-      ConfigError: `--eval-users` or `--memory-budget-gb` with `--saved-model`.
-    """
-    if overrides:
-        flags = ", ".join("--" + name.replace("_", "-") for name in sorted(overrides))
-        raise ConfigError(
-            f"only --run takes {flags} for now; a --saved-model is ranked for every user "
-            "with the default memory budget (4 GiB). Evaluate the run it was exported from "
-            "(twotower evaluate --run RUN) to rank a sample"
-        )
-
-
 def run(args: argparse.Namespace) -> int:
     from export.evaluation import evaluate_saved_model
     from tfrs_model.evaluation.evaluate import markdown_report
@@ -63,7 +47,6 @@ def run(args: argparse.Namespace) -> int:
             evaluation_overrides=overrides,
         )
     else:
-        refuse_saved_model_overrides(overrides)
         data_overrides = {k: v for k, v in vars(data_config(args)).items() if k in _DATA_FLAGS}
         report = evaluate_saved_model(
             Path(args.saved_model),
@@ -72,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
             cache_dir=cache_dir(),
             environ=os.environ,
             with_baselines=not args.no_baselines,
+            evaluation_overrides=overrides,
         )
     print(markdown_report(report))
     if args.json:
