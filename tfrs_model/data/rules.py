@@ -17,13 +17,19 @@ Semantics, on a table of rows:
 - A missing value (NULL, NaN, empty CSV cell) satisfies no comparison, `!=` included, like SQL.
 
 Example: `likes > 0 or saved == 'Y' or view_count >= 3`.
+
+A rule runs two ways with the same answers: `Rule.evaluate` on a pandas chunk (PostgreSQL), and
+`Rule.to_sql` as a DuckDB expression over a whole file (CSV, Parquet), so that a 25M-row log is
+labelled without turning its columns into Python objects. The SQL keeps the two-valued logic above:
+each comparison is `COALESCE(..., false)`, so `not` of a comparison on a missing value is true,
+where SQL's NULL would stay NULL.
 """
 
 from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,7 +53,73 @@ _COMPARE: dict[str, Callable] = {
     "<=": operator.le,
 }
 
+_SQL_COMPARE = {"==": "=", "!=": "<>", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
+_SQL_NUMBERS = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+    "FLOAT",
+    "DOUBLE",
+)
+
 Literal = float | str
+
+
+def quote_identifier(name: str) -> str:
+    """`name` as a DuckDB identifier, whatever characters a source column name holds."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: Literal) -> str:
+    """`value` as a DuckDB literal; numbers go through text so `1e999` stays infinity."""
+    if isinstance(value, float):
+        return f"CAST('{value!r}' AS DOUBLE)"
+    return "'" + value.replace("'", "''") + "'"
+
+
+def number_error(rule: str, column: str, value: object) -> DataError:
+    """The error for text where a rule compares a column with a number."""
+    return DataError(
+        f"rule {rule!r}: column {column!r} is compared with a number but holds "
+        f"{value!r}; compare it with a string ('...') instead"
+    )
+
+
+def _is_number_type(sql_type: str) -> bool:
+    return sql_type in _SQL_NUMBERS or sql_type.startswith("DECIMAL")
+
+
+def _sql_value(column: str, sql_type: str) -> str:
+    """The column with NaN as NULL: pandas counts NaN as missing, DuckDB as a number."""
+    name = quote_identifier(column)
+    if sql_type in ("FLOAT", "DOUBLE"):
+        return f"(CASE WHEN isnan({name}) THEN NULL ELSE {name} END)"
+    return name
+
+
+def _sql_text(column: str, sql_type: str) -> str:
+    """The column as the text pandas' `astype(str)` gives (`True`, not DuckDB's `true`)."""
+    value = _sql_value(column, sql_type)
+    if sql_type == "VARCHAR":
+        return value
+    if sql_type == "BOOLEAN":
+        return f"(CASE WHEN {value} THEN 'True' ELSE 'False' END)"
+    return f"CAST({value} AS VARCHAR)"
+
+
+def _sql_number(column: str, sql_type: str) -> str:
+    """The column as DOUBLE; text that is no number becomes NULL (`Rule.number_checks` finds it)."""
+    if _is_number_type(sql_type) or sql_type == "BOOLEAN":
+        return f"CAST({_sql_value(column, sql_type)} AS DOUBLE)"
+    number = f"TRY_CAST({_sql_text(column, sql_type)} AS DOUBLE)"
+    return f"(CASE WHEN isnan({number}) THEN NULL ELSE {number} END)"
 
 
 @dataclass(frozen=True)
@@ -66,10 +138,7 @@ class Comparison:
             numeric = pd.to_numeric(values, errors="coerce")
             bad = numeric.isna().to_numpy() & present
             if bad.any():
-                raise DataError(
-                    f"rule {rule!r}: column {self.column!r} is compared with a number but holds "
-                    f"{values[bad].iloc[0]!r}; compare it with a string ('...') instead"
-                )
+                raise number_error(rule, self.column, values[bad].iloc[0])
             column = numeric.to_numpy(dtype=float, na_value=np.nan)
         else:
             column = values.astype(str).to_numpy(dtype=object)
@@ -79,6 +148,26 @@ class Comparison:
             result = np.asarray(_COMPARE[self.op](column, literals[0]), dtype=bool)
         return result & present
 
+    @property
+    def numeric(self) -> bool:
+        """Whether the column is compared with numbers (else with text)."""
+        literals = self.value if isinstance(self.value, tuple) else (self.value,)
+        return isinstance(literals[0], float)
+
+    def to_sql(self, types: Mapping[str, str]) -> str:
+        literals = self.value if isinstance(self.value, tuple) else (self.value,)
+        sql_type = types[self.column]
+        if self.numeric:
+            column = _sql_number(self.column, sql_type)
+        else:
+            column = _sql_text(self.column, sql_type)
+        if self.op in ("in", "not in"):
+            values = ", ".join(quote_literal(v) for v in literals)
+            test = f"{column} {self.op.upper()} ({values})"
+        else:
+            test = f"{column} {_SQL_COMPARE[self.op]} {quote_literal(literals[0])}"
+        return f"COALESCE({test}, false)"
+
 
 @dataclass(frozen=True)
 class Not:
@@ -86,6 +175,9 @@ class Not:
 
     def evaluate(self, frame: pd.DataFrame, rule: str) -> np.ndarray:
         return ~self.operand.evaluate(frame, rule)
+
+    def to_sql(self, types: Mapping[str, str]) -> str:
+        return f"(NOT {self.operand.to_sql(types)})"
 
 
 @dataclass(frozen=True)
@@ -102,6 +194,10 @@ class BoolOp:
             result = combine(result, operand.evaluate(frame, rule))
         return result
 
+    def to_sql(self, types: Mapping[str, str]) -> str:
+        joined = f" {self.op.upper()} ".join(o.to_sql(types) for o in self.operands)
+        return f"({joined})"
+
 
 Node = Comparison | Not | BoolOp
 
@@ -114,14 +210,13 @@ class Rule:
     root: Node
 
     @property
-    def columns(self) -> tuple[str, ...]:
-        """Source columns the rule reads, in order of first use."""
-        found: list[str] = []
+    def comparisons(self) -> tuple[Comparison, ...]:
+        """The rule's comparisons, left to right."""
+        found: list[Comparison] = []
 
         def visit(node: Node) -> None:
             if isinstance(node, Comparison):
-                if node.column not in found:
-                    found.append(node.column)
+                found.append(node)
             elif isinstance(node, Not):
                 visit(node.operand)
             else:
@@ -131,19 +226,87 @@ class Rule:
         visit(self.root)
         return tuple(found)
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Source columns the rule reads, in order of first use."""
+        return tuple(dict.fromkeys(c.column for c in self.comparisons))
+
     def evaluate(self, frame: pd.DataFrame) -> np.ndarray:
         """`[len(frame)]` bool: which rows satisfy the rule.
 
         Raises:
           DataError: a column the rule reads is missing, or holds text where a number is needed.
         """
-        missing = [c for c in self.columns if c not in frame.columns]
+        self._require(list(frame.columns))
+        return self.root.evaluate(frame, self.text)
+
+    def to_sql(self, types: Mapping[str, str]) -> str:
+        """A DuckDB boolean expression, never NULL, true on the rows `evaluate` keeps.
+
+        Args:
+          types: DuckDB type name of every column of the table (`DESCRIBE`), by source name.
+
+        Raises:
+          DataError: a column the rule reads is missing.
+        """
+        self._require(list(types))
+        return self.root.to_sql(types)
+
+    def number_checks(self, types: Mapping[str, str]) -> dict[str, str]:
+        """DuckDB conditions true on a value that is no number, for each column of the rule that
+        is compared with numbers but not stored as numbers (what `evaluate` rejects)."""
+        checks = {}
+        for comparison in self.comparisons:
+            sql_type = types[comparison.column]
+            if comparison.numeric and not (_is_number_type(sql_type) or sql_type == "BOOLEAN"):
+                text = _sql_text(comparison.column, sql_type)
+                checks[comparison.column] = (
+                    f"{text} IS NOT NULL AND {_sql_number(comparison.column, sql_type)} IS NULL"
+                )
+        return checks
+
+    def _require(self, columns: list[str]) -> None:
+        # Checked here, not left to DuckDB: its identifiers ignore case, the rules do not.
+        missing = [c for c in self.columns if c not in columns]
         if missing:
             raise DataError(
                 f"rule {self.text!r} reads column(s) {missing} that the table lacks; it has "
-                f"{list(frame.columns)}"
+                f"{columns}"
             )
-        return self.root.evaluate(frame, self.text)
+
+
+@dataclass(frozen=True)
+class WeightRule:
+    rule: Rule
+    value: float
+
+
+@dataclass(frozen=True)
+class WeightConfig:
+    """Weight of an interaction: the value of the first matching rule, else `default`."""
+
+    default: float = 1.0
+    rules: tuple[WeightRule, ...] = ()
+
+    def evaluate(self, frame: pd.DataFrame) -> np.ndarray:
+        """`[len(frame)]` float32 weights of the rows of `frame`."""
+        weight = np.full(len(frame), self.default, dtype=np.float32)
+        decided = np.zeros(len(frame), dtype=bool)
+        for weight_rule in self.rules:
+            hit = weight_rule.rule.evaluate(frame) & ~decided
+            weight[hit] = weight_rule.value
+            decided |= hit
+        return weight
+
+    def to_sql(self, types: Mapping[str, str]) -> str:
+        """The weights as a DuckDB FLOAT expression (a CASE: the first matching rule wins)."""
+        default = quote_literal(self.default)
+        if not self.rules:
+            return f"CAST({default} AS FLOAT)"
+        cases = " ".join(
+            f"WHEN {r.rule.to_sql(types)} THEN {quote_literal(r.value)}" for r in self.rules
+        )
+        return f"CAST(CASE {cases} ELSE {default} END AS FLOAT)"
 
 
 class _Parser:

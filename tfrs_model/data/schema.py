@@ -5,6 +5,10 @@ interactions: user_id (str), item_id (str), timestamp (int64, seconds), rating (
 users: user_id (str) plus one column per user feature.
 items: item_id (str), title (str) plus one column per item feature.
 
+Interaction ids may arrive as categoricals (the file reader's dictionary-encoded ids): they are
+normalized on their categories, never expanded to a string per row, and `build_dataset` returns
+every source's ids as categoricals over the users and items tables (`coded_ids`).
+
 A feature column holds strings; a multi-valued one (genres, title tokens, languages) holds tuples of
 strings. Every filter or repair that touches rows is counted in a `FilterReport`.
 """
@@ -158,14 +162,42 @@ def _parse_weights(values: pd.Series) -> np.ndarray:
 
 
 def _string_ids(values: pd.Series, column: str) -> pd.Series:
+    """Ids as strings; categorical ids stay categorical (see `_string_categories`)."""
     if values.isna().any():
         raise DataError(
             f"{column} has {int(values.isna().sum())} empty value(s); every row needs an id"
         )
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return _string_categories(values)
     # Integers read as floats (1.0) would otherwise become "1.0" and never match "1".
     if pd.api.types.is_float_dtype(values) and (values == values.round()).all():
         values = values.astype("int64")
     return values.astype(str)
+
+
+def _string_categories(values: pd.Series) -> pd.Series:
+    """Categorical ids with the used categories only, as sorted strings.
+
+    Only the categories are converted (once per distinct id, not per row), as `_string_ids`
+    converts plain values. Sorted categories make sorting by codes sort by the id strings, so the
+    interactions come out in the same order as from string ids.
+    """
+    # A count instead of `remove_unused_categories` (which sorts every code) when all are used.
+    if not np.bincount(values.cat.codes.to_numpy(), minlength=len(values.cat.categories)).all():
+        values = values.cat.remove_unused_categories()
+    categories = values.cat.categories
+    if pd.api.types.is_float_dtype(categories) and (categories == categories.round()).all():
+        categories = categories.astype("int64")
+    strings = categories.astype(str)
+    if strings.has_duplicates:
+        # Two values with one text (1 and "1" in an object column): merge them, as strings would.
+        return (
+            values.astype(str)
+            .astype("category")
+            .cat.reorder_categories(strings.unique().sort_values())
+        )
+    values = values.cat.rename_categories(strings)
+    return values.cat.reorder_categories(strings.sort_values())
 
 
 def normalize_interactions(
@@ -196,27 +228,69 @@ def normalize_interactions(
         }
     )
     reports: list[FilterReport] = []
-    duplicated = out.duplicated(subset=["user_id", "item_id", "timestamp"])
-    if duplicated.any():
-        count = int(duplicated.sum())
+    order = _time_order(out)
+    keys = [_sort_key(out[c])[order] for c in ("user_id", "timestamp", "item_id")]
+    # Sorted stably, repeats are adjacent and the first of each is the first in the source, the
+    # row `DataFrame.duplicated` keeps; numpy instead of pandas: 6x faster at 25M rows.
+    repeat = np.zeros(len(out), dtype=bool)
+    repeat[1:] = np.logical_and.reduce([key[1:] == key[:-1] for key in keys])
+    if repeat.any():
+        count = int(repeat.sum())
         if not drop_duplicates:
-            row = out[duplicated].iloc[0]
+            row = out.iloc[int(order[repeat].min())]
             raise DataError(
                 f"interactions has {count} duplicate (user_id, item_id, timestamp) row(s), e.g. "
                 f"user {row.user_id} item {row.item_id} at {row.timestamp}; deduplicate the "
                 "source or pass --drop-duplicates"
             )
-        out = out[~duplicated]
-        reports.append(FilterReport("drop duplicate interactions", count, len(out)))
-    out = out.sort_values(["user_id", "timestamp", "item_id"], kind="stable").reset_index(drop=True)
-    return out, reports
+        order = order[~repeat]
+        reports.append(FilterReport("drop duplicate interactions", count, len(order)))
+    return out.take(order).reset_index(drop=True), reports
+
+
+def _sort_key(values: pd.Series) -> np.ndarray:
+    """Integers that sort like `values`: the codes of sorted categories, else sorted factors."""
+    if (
+        isinstance(values.dtype, pd.CategoricalDtype)
+        and values.cat.categories.is_monotonic_increasing
+    ):
+        return values.cat.codes.to_numpy()
+    if pd.api.types.is_integer_dtype(values):
+        return values.to_numpy()
+    return pd.factorize(values, sort=True)[0]
+
+
+def _time_order(frame: pd.DataFrame) -> np.ndarray:
+    """`[n]` rows of `frame` in stable (user_id, timestamp, item_id) order.
+
+    One stable argsort of the three keys packed into an int64 when they fit (they do for logs of
+    millions of users over years of seconds), else one pass per key, last key first.
+    """
+    user, time, item = (_sort_key(frame[c]) for c in ("user_id", "timestamp", "item_id"))
+    if len(frame) == 0:
+        return np.arange(0)
+    time = time - time.min()
+    bits = [max(1, int(key.max()).bit_length()) for key in (user, time, item)]
+    if sum(bits) <= 63:
+        packed = (user.astype(np.int64) << (bits[1] + bits[2])) | (time << bits[2]) | item
+        return np.argsort(packed, kind="stable")
+    order = np.argsort(item, kind="stable")
+    for key in (time, user):
+        order = order[np.argsort(key[order], kind="stable")]
+    return order
 
 
 def _fill_missing_rows(
     table: pd.DataFrame, key: str, ids: pd.Series, defaults: dict[str, object], name: str
 ) -> tuple[pd.DataFrame, FilterReport | None]:
     """Adds rows for ids the interactions use but the table lacks, with empty features."""
-    missing = pd.Index(ids.unique()).difference(pd.Index(table[key]))
+    if isinstance(ids.dtype, pd.CategoricalDtype):
+        # The ids in order of first use, as `unique()` of strings: with an empty table,
+        # `difference` keeps that order (it sorts otherwise), and so do the added rows.
+        used = ids.cat.categories[pd.unique(ids.cat.codes.to_numpy())]
+    else:
+        used = ids.unique()
+    missing = pd.Index(used).difference(pd.Index(table[key]))
     if len(missing) == 0:
         return table, None
     extra = pd.DataFrame({key: missing.astype(str)})

@@ -26,8 +26,10 @@ so every remaining interaction is a positive. The rating column stays NaN unless
 in which case `DataConfig.min_positive_rating` applies on top of the label rule as for MovieLens.
 Weights: the value of the first `weight.rules` entry a row satisfies, else `weight.default`.
 
-Tables are read in chunks (Parquet row groups, CSV blocks, PostgreSQL cursor fetches) and each chunk
-is reduced to the mapped columns and the positives before the next one is read.
+Files (`source: files`) are read by DuckDB (`tfrs_model.data.columnar`): the rules run as SQL
+over the whole file within the engine's memory limit, and the ids come back as categoricals, never
+as a Python string per interaction. PostgreSQL tables are read in cursor fetches, and each chunk
+is reduced to the mapped columns and the positives (rules evaluated by pandas) before the next.
 """
 
 from __future__ import annotations
@@ -42,15 +44,17 @@ import numpy as np
 import pandas as pd
 
 from tfrs_model.config import DataConfig
+from tfrs_model.data import columnar
 from tfrs_model.data.postgres import (
     DEFAULT_FEATURES,
     DEFAULT_LABEL,
     DEFAULT_QUERIES,
     PostgresConfig,
 )
-from tfrs_model.data.rules import Rule, parse_rule
+from tfrs_model.data.rules import Rule, WeightConfig, WeightRule, parse_rule
 from tfrs_model.data.schema import FeatureColumn, FilterReport, InteractionData, build_dataset
 from tfrs_model.errors import DataError
+from tfrs_model.features.engine import EngineConfig, connect
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +72,6 @@ _REQUIRED = {
 }
 _RESERVED_FEATURES = ("user_id", "item_id", "history", "exclude", "title")
 _FILE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-_CSV_CHUNK_ROWS = 100_000
 
 Reader = Callable[[str, "TableConfig"], Iterator[pd.DataFrame]]
 
@@ -90,20 +93,6 @@ class FeatureSource:
     multivalued: bool = False
     separator: str = ","
     max_values: int | None = None
-
-
-@dataclass(frozen=True)
-class WeightRule:
-    rule: Rule
-    value: float
-
-
-@dataclass(frozen=True)
-class WeightConfig:
-    """Weight of an interaction: the value of the first matching rule, else `default`."""
-
-    default: float = 1.0
-    rules: tuple[WeightRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -312,67 +301,81 @@ def read_config(path: Path) -> TabularConfig:
 # -- reading ----------------------------------------------------------------------------------
 
 
-def _file_chunks(table: str, config: TableConfig) -> Iterator[pd.DataFrame]:
-    path = config.path
-    if not path.is_file():
-        raise DataError(f"{table}.path: {path} does not exist; fix the path in the dataset config")
-    try:
-        if _FILE_FORMATS[path.suffix.lower()] == "parquet":
-            import pyarrow.parquet as pq
+@dataclass(frozen=True)
+class _Tables:
+    """What a reader hands to `_assemble`: positives, their filter reports, the side tables."""
 
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=_CSV_CHUNK_ROWS):
-                yield batch.to_pandas()
-        else:
-            # Everything as text: ids like "007" keep their zeros; rules and the schema parse
-            # numbers where they need them.
-            yield from pd.read_csv(
-                path, dtype=str, keep_default_na=False, na_values=[""], chunksize=_CSV_CHUNK_ROWS
-            )
-    except (OSError, ValueError) as error:
-        if isinstance(error, DataError):
-            raise
-        raise DataError(f"cannot read {table} from {path}: {error}") from error
+    interactions: pd.DataFrame
+    reports: tuple[FilterReport, ...]
+    sides: dict[str, pd.DataFrame | None]
 
 
-def _require(frame: pd.DataFrame, config: TableConfig, names: list[str]) -> None:
-    missing = [n for n in names if n not in frame.columns]
+def _require(columns: list[str], config: TableConfig, names: list[str]) -> None:
+    missing = [n for n in names if n not in columns]
     if missing:
         where = config.path or "the query"
         raise DataError(
             f"{config.table}: column(s) {missing} not found in {where}; it has "
-            f"{list(frame.columns)}. Map the schema names to source columns under "
+            f"{columns}. Map the schema names to source columns under "
             f"{config.table}.columns, or fix the feature `column`s"
         )
+
+
+def _interaction_columns(config: TableConfig) -> dict[str, str]:
+    """Schema name -> source column of the interactions to read (rating only when mapped)."""
+    names = ["user_id", "item_id", "timestamp"]
+    if "rating" in dict(config.columns):
+        names.append("rating")
+    return {name: config.source_column(name) for name in names}
+
+
+def _rule_columns(config: TableConfig) -> list[str]:
+    columns = [*(config.label.columns if config.label else ())]
+    for weight_rule in config.weight.rules if config.weight else ():
+        columns += weight_rule.rule.columns
+    return columns
+
+
+def _side_columns(config: TableConfig) -> list[str]:
+    """Schema names of a users or items table's own columns: its key, and the title if mapped."""
+    key = _KEYS[config.table]
+    return [key] + (
+        ["title"] if config.table == "items" and "title" in dict(config.columns) else []
+    )
+
+
+def _label_report(config: TableConfig, read: int, negative: int, kept: int, where: str) -> list:
+    """The label rule's filter report.
+
+    Raises:
+      DataError: nothing was read, or no row satisfies the label rule.
+    """
+    if read == 0:
+        _concat([], "interactions", where)
+    if config.label is None:
+        return []
+    if kept == 0:
+        raise DataError(
+            f"no interaction satisfies label.positive_if {config.label.text!r} "
+            f"({read} read); loosen the rule"
+        )
+    step = f"drop non-positive interactions (label.positive_if: {config.label.text})"
+    return [FilterReport(step, negative, kept)]
 
 
 def _reduce_interactions(
     chunk: pd.DataFrame, config: TableConfig, counts: dict[str, int]
 ) -> pd.DataFrame:
     """Maps one chunk to schema columns and drops the rows the label rule rejects."""
-    schema = ["user_id", "item_id", "timestamp"]
-    if "rating" in dict(config.columns):
-        schema.append("rating")
-    sources = [config.source_column(n) for n in schema]
-    rule_columns = [*(config.label.columns if config.label else ())]
-    for weight_rule in config.weight.rules if config.weight else ():
-        rule_columns += weight_rule.rule.columns
-    _require(chunk, config, sources + rule_columns)
-    for name, column in zip(schema[:2], sources[:2], strict=True):
-        empty = int(chunk[column].isna().sum())
+    columns = _interaction_columns(config)
+    _require(list(chunk.columns), config, [*columns.values(), *_rule_columns(config)])
+    for name in columnar.ID_COLUMNS:
+        empty = int(chunk[columns[name]].isna().sum())
         if empty:
-            raise DataError(
-                f"interactions.{name} (source column {column!r}) has {empty} NULL/empty value(s); "
-                "every interaction needs a user and an item; filter them in the source or query"
-            )
-    out = pd.DataFrame({n: chunk[c].to_numpy() for n, c in zip(schema, sources, strict=True)})
+            raise columnar.null_ids_error("interactions", name, columns[name], empty)
+    out = pd.DataFrame({name: chunk[column].to_numpy() for name, column in columns.items()})
     if config.weight is not None:
-        weight = np.full(len(chunk), config.weight.default, dtype=np.float32)
-        decided = np.zeros(len(chunk), dtype=bool)
-        for weight_rule in config.weight.rules:
-            hit = weight_rule.rule.evaluate(chunk) & ~decided
-            weight[hit] = weight_rule.value
-            decided |= hit
-        out["weight"] = weight
+        out["weight"] = config.weight.evaluate(chunk)
     counts["read"] += len(out)
     if config.label is not None:
         positive = config.label.evaluate(chunk)
@@ -382,28 +385,28 @@ def _reduce_interactions(
 
 
 def _reduce_side(chunk: pd.DataFrame, config: TableConfig) -> pd.DataFrame:
-    key = _KEYS[config.table]
-    names = [key] + (
-        ["title"] if config.table == "items" and "title" in dict(config.columns) else []
-    )
+    names = _side_columns(config)
     _require(
-        chunk,
+        list(chunk.columns),
         config,
         [config.source_column(n) for n in names] + [f.column for f in config.features],
     )
     out = pd.DataFrame({n: chunk[config.source_column(n)].to_numpy() for n in names})
+    key = names[0]
     empty = int(out[key].isna().sum())
     if empty:
-        raise DataError(
-            f"{config.table}.{key} (source column {config.source_column(key)!r}) has {empty} "
-            "NULL/empty value(s); every row needs an id"
-        )
+        raise columnar.null_ids_error(config.table, key, config.source_column(key), empty)
     for feature in config.features:
         out[feature.name] = _feature_values(chunk[feature.column], feature, config.table)
     return out
 
 
-def _feature_values(values: pd.Series, feature: FeatureSource, table: str) -> list:
+def _feature_values(values: pd.Series, feature: FeatureSource, table: str) -> list | pd.Series:
+    text = pd.api.types.is_string_dtype(values.dtype)
+    if not feature.multivalued and text and not pd.api.types.is_object_dtype(values.dtype):
+        # A text column (no lists possible): missing values become "" without a Python loop
+        # over a million users.
+        return values.fillna("").reset_index(drop=True)
     if not feature.multivalued:
         result = []
         for value in values:
@@ -458,63 +461,96 @@ def _limit_values(
     return tuple(columns), reports
 
 
-def load_tables(
-    config: TabularConfig, read: Reader | None = None, *, drop_duplicates: bool = False
-) -> InteractionData:
-    """Reads the three tables through `read(table, table_config)` and builds the dataset.
-
-    Args:
-      read: yields DataFrame chunks of a table; None reads files (`source: files`).
-      drop_duplicates: drop repeated (user, item, timestamp) interactions instead of failing.
-
-    Raises:
-      DataError: missing files or columns, NULL ids, empty tables, bad rule columns, or anything
-        `build_dataset` rejects.
-    """
-    read = read or _file_chunks
+def _read_chunks(config: TabularConfig, read: Reader) -> _Tables:
+    """Reads every table through `read` (PostgreSQL), reducing each chunk before the next."""
     counts = {"read": 0, "negative": 0}
-    where = "the file" if config.source == "files" else "the query"
     chunks = [
         _reduce_interactions(chunk, config.interactions, counts)
         for chunk in read("interactions", config.interactions)
     ]
-    if counts["read"] == 0:
-        _concat([], "interactions", where)
-    interactions = pd.concat(chunks, ignore_index=True)
-    reports = []
-    if config.interactions.label is not None:
-        reports.append(
-            FilterReport(
-                f"drop non-positive interactions (label.positive_if: {config.interactions.label.text})",
-                counts["negative"],
-                len(interactions),
-            )
-        )
-        if len(interactions) == 0:
-            raise DataError(
-                f"no interaction satisfies label.positive_if {config.interactions.label.text!r} "
-                f"({counts['read']} read); loosen the rule"
-            )
+    interactions = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame()
+    reports = _label_report(
+        config.interactions, counts["read"], counts["negative"], len(interactions), "the query"
+    )
     sides: dict[str, pd.DataFrame | None] = {}
-    feature_columns: dict[str, tuple[FeatureColumn, ...]] = {"users": (), "items": ()}
     for table in ("users", "items"):
         table_config: TableConfig | None = getattr(config, table)
-        if table_config is None:
-            sides[table] = None
-            continue
-        frame = _concat(
-            [_reduce_side(chunk, table_config) for chunk in read(table, table_config)],
-            table,
-            where,
+        sides[table] = None
+        if table_config is not None:
+            sides[table] = _concat(
+                [_reduce_side(chunk, table_config) for chunk in read(table, table_config)],
+                table,
+                "the query",
+            )
+    return _Tables(interactions, tuple(reports), sides)
+
+
+def _read_files(config: TabularConfig, engine: EngineConfig) -> _Tables:
+    """Reads every table from its file with DuckDB (see `tfrs_model.data.columnar`)."""
+    with connect(engine) as connection:
+        # File order, as the pandas reader had it: the first of duplicate interactions is kept.
+        connection.execute("SET preserve_insertion_order = true")
+        table_config = config.interactions
+        table = columnar.FileTable("interactions", table_config.path)
+        types = columnar.column_types(connection, table)
+        columns = _interaction_columns(table_config)
+        _require(list(types), table_config, [*columns.values(), *_rule_columns(table_config)])
+        result = columnar.read_interactions(
+            connection, table, columns, types, table_config.label, table_config.weight
         )
-        feature_columns[table], limited = _limit_values(frame, table_config)
-        reports += limited
-        sides[table] = frame
+        reports = _label_report(
+            table_config, result.read, result.negative, len(result.frame), "the file"
+        )
+        sides: dict[str, pd.DataFrame | None] = {}
+        for name in ("users", "items"):
+            side: TableConfig | None = getattr(config, name)
+            sides[name] = None if side is None else _read_side_file(connection, side)
+    return _Tables(result.frame, tuple(reports), sides)
+
+
+def _read_side_file(connection: Any, config: TableConfig) -> pd.DataFrame:
+    table = columnar.FileTable(config.table, config.path)
+    names = [config.source_column(n) for n in _side_columns(config)]
+    names += [f.column for f in config.features]
+    _require(list(columnar.column_types(connection, table)), config, names)
+    frame = columnar.read_columns(connection, table, tuple(names))
+    return _concat([_reduce_side(frame, config)], config.table, "the file")
+
+
+def load_tables(
+    config: TabularConfig,
+    read: Reader | None = None,
+    *,
+    drop_duplicates: bool = False,
+    engine: EngineConfig | None = None,
+) -> InteractionData:
+    """Reads the three tables and builds the dataset.
+
+    Args:
+      read: yields DataFrame chunks of a table (PostgreSQL); None reads the files with DuckDB.
+      drop_duplicates: drop repeated (user, item, timestamp) interactions instead of failing.
+      engine: memory limit and threads of DuckDB for files; None uses `EngineConfig()`.
+
+    Raises:
+      DataError: missing or unreadable files, missing columns, NULL ids, empty tables, bad rule
+        columns, or anything `build_dataset` rejects.
+    """
+    if read is None:
+        tables = _read_files(config, engine or EngineConfig())
+    else:
+        tables = _read_chunks(config, read)
+    reports = list(tables.reports)
+    feature_columns: dict[str, tuple[FeatureColumn, ...]] = {"users": (), "items": ()}
+    for table in ("users", "items"):
+        frame, table_config = tables.sides[table], getattr(config, table)
+        if frame is not None:
+            feature_columns[table], limited = _limit_values(frame, table_config)
+            reports += limited
     data = build_dataset(
         config.name,
-        interactions,
-        sides["users"],
-        sides["items"],
+        tables.interactions,
+        tables.sides["users"],
+        tables.sides["items"],
         feature_columns["users"],
         feature_columns["items"],
         drop_duplicates=drop_duplicates,
@@ -543,7 +579,8 @@ def load_tabular(
 
     Args:
       path: the YAML dataset config.
-      config: `drop_duplicates` applies to repeated (user, item, timestamp) interactions.
+      config: `drop_duplicates` applies to repeated (user, item, timestamp) interactions;
+        `preprocess_memory_gb` bounds the engine that reads files.
       dsn: PostgreSQL connection string (`source: postgres`); wins over `environ`.
       environ: where to look up `postgres.dsn_env` when `dsn` is None (the CLI passes
         `os.environ`; nothing below the CLI reads the process environment).
@@ -569,6 +606,10 @@ def load_tabular(
         def read(table: str, table_config: TableConfig) -> Iterator[pd.DataFrame]:
             return read_query(table, table_config.query)
 
+    engine = EngineConfig(memory_limit_gb=config.preprocess_memory_gb) if config else None
     return load_tables(
-        tabular, read, drop_duplicates=bool(config is not None and config.drop_duplicates)
+        tabular,
+        read,
+        drop_duplicates=bool(config is not None and config.drop_duplicates),
+        engine=engine,
     )
