@@ -103,29 +103,37 @@ def _log_table(split: SplitData) -> pa.Table:
 
 
 def _examples_sql(history_length: int, num_shards: int) -> str:
-    history = (
-        """first_value(window_items) OVER (PARTITION BY user_row, ts ORDER BY rn)"""
-        if history_length
-        else "[]::INTEGER[]"
-    )
-    window = (
-        f"""list(item_row) OVER (PARTITION BY user_row ORDER BY rn
-                ROWS BETWEEN {history_length} PRECEDING AND 1 PRECEDING)"""
-        if history_length
-        else "NULL"
-    )
+    """Every log row with the `history_length` items its user interacted with strictly before it.
+
+    All windows share one partitioning and order (user, then time, then item), so the engine
+    sorts the log once: `rn` numbers a user's rows, `from_group_start` counts the rows before
+    this one with the same timestamp, and the history is the `history_length` rows before the
+    first of those (interactions in the same second never see each other).
+    """
+    if history_length:
+        history = f"""coalesce(list(item_row) OVER (
+                PARTITION BY user_row ORDER BY ts, item_row
+                ROWS BETWEEN from_group_start + {history_length} PRECEDING
+                     AND from_group_start + 1 PRECEDING), []::INTEGER[])"""
+    else:
+        history = "[]::INTEGER[]"
     return f"""
         WITH ranked AS (
-            SELECT *, row_number() OVER (PARTITION BY user_row ORDER BY ts, item_row) AS rn
+            SELECT *, row_number() OVER by_time AS rn,
+                   CASE WHEN ts = lag(ts) OVER by_time THEN NULL ELSE row_number() OVER by_time
+                   END AS group_start
             FROM log
-        ), windowed AS (
-            SELECT *, {window} AS window_items FROM ranked
+            WINDOW by_time AS (PARTITION BY user_row ORDER BY ts, item_row)
+        ), grouped AS (
+            SELECT *, rn - max(group_start) OVER (
+                PARTITION BY user_row ORDER BY ts, item_row ROWS UNBOUNDED PRECEDING
+            ) AS from_group_start
+            FROM ranked
         )
-        SELECT user_row, item_row,
-               coalesce({history}, []::INTEGER[]) AS history,
+        SELECT user_row, item_row, {history} AS history,
                positive, weight, rating, split,
                CAST(hash(user_row, rn) % {num_shards} AS INTEGER) AS shard
-        FROM windowed
+        FROM grouped
     """
 
 
