@@ -153,15 +153,24 @@ def _run_entrypoint(
     return result, recorded
 
 
+def _train_call(strategy: str) -> str:
+    return f"train --dataset movielens-100k --out /store/runs/r1 --strategy {strategy}"
+
+
+def _chief_calls(strategy: str) -> list[str]:
+    """What the chief runs: training, then evaluation and export of the run."""
+    return [
+        _train_call(strategy),
+        "evaluate --run /store/runs/r1 --split test --json /store/runs/r1/eval-test.json",
+        "export --run /store/runs/r1 --model-base-path /store/twotower --index scann",
+    ]
+
+
 def test_chief_trains_evaluates_and_exports(tmp_path):
     result, calls = _run_entrypoint(tmp_path, index=0)
 
     assert result.returncode == 0, result.stderr
-    assert [args for args, _ in calls] == [
-        "train --dataset movielens-100k --out /store/runs/r1 --strategy multi-worker",
-        "evaluate --run /store/runs/r1 --split test --json /store/runs/r1/eval-test.json",
-        "export --run /store/runs/r1 --model-base-path /store/twotower --index scann",
-    ]
+    assert [args for args, _ in calls] == _chief_calls("multi-worker")
     # Every worker is <job>-<i>.<service>:<port>, in index order; the chief is worker 0.
     assert calls[0][1] == {
         "cluster": {
@@ -210,11 +219,7 @@ def test_parameter_server_chief_coordinates_then_evaluates_and_exports(tmp_path)
     result, calls = _ps_entrypoint(tmp_path, index=0)
 
     assert result.returncode == 0, result.stderr
-    assert [args for args, _ in calls] == [
-        "train --dataset movielens-100k --out /store/runs/r1 --strategy parameter-server",
-        "evaluate --run /store/runs/r1 --split test --json /store/runs/r1/eval-test.json",
-        "export --run /store/runs/r1 --model-base-path /store/twotower --index scann",
-    ]
+    assert [args for args, _ in calls] == _chief_calls("parameter-server")
     assert calls[0][1] == {"cluster": PS_CLUSTER, "task": {"type": "chief", "index": 0}}
 
 
@@ -223,9 +228,7 @@ def test_parameter_servers_and_workers_only_serve(tmp_path, index, task):
     result, calls = _ps_entrypoint(tmp_path, index=index)
 
     assert result.returncode == 0, result.stderr
-    assert [args for args, _ in calls] == [
-        "train --dataset movielens-100k --out /store/runs/r1 --strategy parameter-server"
-    ]
+    assert [args for args, _ in calls] == [_train_call("parameter-server")]
     assert calls[0][1] == {"cluster": PS_CLUSTER, "task": {"type": task[0], "index": task[1]}}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from fixtures.tables import write_dataset
 
 from tfrs_model.config import DataConfig
 from tfrs_model.data.schema import InteractionData
@@ -144,18 +144,6 @@ CASES = {
 }
 
 
-def _write(directory: Path, fmt: str, config: dict, frames: dict[str, pd.DataFrame]) -> Path:
-    for name, frame in frames.items():
-        path = directory / f"{name}.{fmt}"
-        if fmt == "csv":
-            frame.to_csv(path, index=False)
-        else:
-            frame.to_parquet(path, index=False)
-    config_path = directory / "dataset.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    return config_path
-
-
 def _plain(value):
     """A JSON value for one cell: tuples as lists, NaN as None, numpy scalars as Python's."""
     if isinstance(value, tuple):
@@ -194,13 +182,13 @@ def snapshot(data: InteractionData) -> dict:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_engine_reproduces_the_pandas_reader(tmp_path, case, fmt):
     make_config, frames = CASES[case]
-    path = _write(tmp_path, fmt, make_config(fmt), frames)
+    path = write_dataset(tmp_path, fmt, make_config(fmt), frames)
     assert snapshot(load_tabular(path, DataConfig(drop_duplicates=True))) == KNOWN[f"{case}-{fmt}"]
 
 
 def test_typed_parquet_columns(tmp_path):
     frames = {"log": TYPED_LOG, "users": TYPED_USERS}
-    path = _write(tmp_path, "parquet", _typed_config(), frames)
+    path = write_dataset(tmp_path, "parquet", _typed_config(), frames)
     assert snapshot(load_tabular(path)) == KNOWN["typed-parquet"]
 
 
@@ -210,7 +198,7 @@ def test_typed_parquet_columns(tmp_path):
 def _short_video(tmp_path: Path, fmt: str, log: pd.DataFrame, **label) -> Path:
     config = _config(fmt)
     config["interactions"].update(label)
-    return _write(tmp_path, fmt, config, {"log": log, "users": USERS, "posts": POSTS})
+    return write_dataset(tmp_path, fmt, config, {"log": log, "users": USERS, "posts": POSTS})
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])

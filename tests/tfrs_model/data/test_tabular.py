@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from fixtures.tables import write_dataset
 
 from tfrs_model.config import DataConfig
 from tfrs_model.data.rules import parse_rule
@@ -149,15 +149,7 @@ def _config(fmt: str, **interactions) -> dict:
 
 def _write(directory: Path, fmt: str, config: dict, frames=None) -> Path:
     frames = frames or {"stream_viewer": INTERACTIONS, "users": USERS, "post": POSTS}
-    for name, frame in frames.items():
-        path = directory / f"{name}.{fmt}"
-        if fmt == "csv":
-            frame.to_csv(path, index=False)
-        else:
-            frame.to_parquet(path, index=False)
-    config_path = directory / "dataset.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    return config_path
+    return write_dataset(directory, fmt, config, frames)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
