@@ -21,7 +21,7 @@ class Meter:
 
     Args:
       total: units of the whole work.
-      unit: what a unit is, e.g. "user" or "ex".
+      unit: what the units are, plural, e.g. "users" or "%".
       desc: what the work is, shown first.
       bar: a tqdm bar on stderr; None chooses it when stderr is a terminal.
       log_every_s: seconds between log lines when there is no bar.
@@ -71,7 +71,7 @@ class Meter:
         rate = done / max(now - self.started, 1e-9)
         eta = (self.total - done) / rate if rate else float("inf")
         self.logger.info(
-            "%s: %s/%s %ss, %s %ss/s, ETA %s",
+            "%s: %s/%s %s, %s %s/s, ETA %s",
             self.desc,
             f"{done:,}",
             f"{self.total:,}",

@@ -164,7 +164,7 @@ class StepProgress(EpochProgress):
         super().on_epoch_begin(epoch, logs)
         self._meter = Meter(
             self.examples_per_epoch,
-            "example",
+            "examples",
             f"epoch {epoch + 1}/{self.epochs}",
             bar=self.bar,
             log_every_s=self.log_every_s,

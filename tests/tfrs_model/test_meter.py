@@ -10,7 +10,7 @@ from tfrs_model.meter import Meter, duration
 def test_without_a_bar_it_logs_done_total_rate_and_eta(caplog):
     with (
         caplog.at_level(logging.INFO, logger="tfrs_model.meter"),
-        Meter(1000, "user", "ranking two_tower", bar=False, log_every_s=0.0) as meter,
+        Meter(1000, "users", "ranking two_tower", bar=False, log_every_s=0.0) as meter,
     ):
         meter.update_to(250)
         meter.update_to(1000)
@@ -24,7 +24,7 @@ def test_without_a_bar_it_logs_done_total_rate_and_eta(caplog):
 def test_lines_are_spaced_by_log_every_s(caplog):
     with (
         caplog.at_level(logging.INFO, logger="tfrs_model.meter"),
-        Meter(10, "row", "writing", bar=False, log_every_s=3600.0) as meter,
+        Meter(10, "rows", "writing", bar=False, log_every_s=3600.0) as meter,
     ):
         for done in range(1, 11):
             meter.update_to(done)
@@ -34,7 +34,7 @@ def test_lines_are_spaced_by_log_every_s(caplog):
 def test_with_a_bar_nothing_is_logged(caplog):
     with (
         caplog.at_level(logging.INFO, logger="tfrs_model.meter"),
-        Meter(10, "row", "writing", bar=True, log_every_s=0.0) as meter,
+        Meter(10, "rows", "writing", bar=True, log_every_s=0.0) as meter,
     ):
         meter.update_to(10, loss="0.5")
     assert caplog.records == []

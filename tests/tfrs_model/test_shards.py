@@ -3,6 +3,8 @@ in-memory (pandas) history builder on a synthetic log."""
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -118,3 +120,21 @@ def test_ids_missing_from_the_tables_are_refused(tmp_path, split_data):
     broken = split.interactions.assign(item_id=pd.Series(["zz"]))
     with pytest.raises(DataError, match="missing from their tables"):
         write_example_shards(type(split)(broken, split.data, ()), tmp_path / "s", 2, ENGINE)
+
+
+def test_engine_queries_report_their_progress_in_percent(caplog):
+    from tfrs_model.features.engine import _progress, connect
+
+    query = (
+        "COPY (SELECT list(i) OVER (PARTITION BY i % 1000 ORDER BY i ROWS 20 PRECEDING) "
+        "FROM range(4000000) t(i)) TO '/dev/null' (FORMAT csv)"
+    )
+    with (
+        caplog.at_level(logging.INFO, logger="tfrs_model.features.engine"),
+        connect(EngineConfig(threads=1)) as connection,
+        _progress(connection, "windows", poll_s=0.05, log_every_s=0.0),
+    ):
+        connection.execute(query)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines, "a query of a few seconds reports its progress"
+    assert all(line.startswith("windows: ") and "/100 %, " in line for line in lines)

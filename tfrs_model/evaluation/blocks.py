@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 def user_blocks(num_users: int, block: int, what: str) -> Iterator[slice]:
     """Consecutive slices of at most `block` of `num_users` users, reporting progress
     ("ranking `what`": users, users/s, ETA) as each block is done."""
-    with Meter(num_users, "user", f"ranking {what}", logger=logger) as meter:
+    with Meter(num_users, "users", f"ranking {what}", logger=logger) as meter:
         for start in range(0, num_users, block):
             stop = min(start + block, num_users)
             yield slice(start, stop)

@@ -2,20 +2,26 @@
 
 DuckDB runs the preprocessing queries over the whole log (histories, shards) within a memory
 limit and spills to a temporary directory beyond it, so a log larger than memory is processed
-instead of failing. Its progress bar shows rate and ETA for long queries on a terminal.
+instead of failing. A query's progress (DuckDB's own estimate, in percent) is shown with its
+rate and ETA: a bar on a terminal, a log line every 30 s elsewhere.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import duckdb
 
 from tfrs_model.errors import ConfigError, DataError
+from tfrs_model.meter import Meter
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,9 @@ def connect(config: EngineConfig) -> Iterator[duckdb.DuckDBPyConnection]:
         connection.execute(f"SET temp_directory = '{spill}'")
         connection.execute("SET preserve_insertion_order = false")
         connection.execute(f"SET threads = {config.threads or os.cpu_count() or 1}")
+        # Progress is tracked for `run` to report, never printed by DuckDB itself.
+        connection.execute("SET enable_progress_bar = true")
+        connection.execute("SET enable_progress_bar_print = false")
         yield connection
 
 
@@ -63,7 +72,8 @@ def run(connection: duckdb.DuckDBPyConnection, sql: str, what: str, config: Engi
       DataError: DuckDB ran out of memory (even with spilling) or failed on the data.
     """
     try:
-        return connection.execute(sql)
+        with _progress(connection, what):
+            return connection.execute(sql)
     except duckdb.OutOfMemoryException as error:
         raise DataError(
             f"{what}: the preprocessing engine ran out of memory within its limit of "
@@ -72,3 +82,30 @@ def run(connection: duckdb.DuckDBPyConnection, sql: str, what: str, config: Engi
         ) from error
     except duckdb.Error as error:
         raise DataError(f"{what} failed in the preprocessing engine: {error}") from error
+
+
+@contextlib.contextmanager
+def _progress(
+    connection: duckdb.DuckDBPyConnection,
+    what: str,
+    poll_s: float = 0.5,
+    log_every_s: float = 30.0,
+) -> Iterator[None]:
+    """Reports the progress of the query that runs inside the block, polled from a thread
+    (DuckDB answers `query_progress` while a query runs on the same connection)."""
+    done = threading.Event()
+
+    def poll() -> None:
+        with Meter(100, "%", what, logger=logger, log_every_s=log_every_s) as meter:
+            while not done.wait(poll_s):
+                percent = connection.query_progress()
+                if percent >= 0:
+                    meter.update_to(int(percent))
+
+    watcher = threading.Thread(target=poll, name="engine-progress", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
