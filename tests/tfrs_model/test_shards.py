@@ -123,7 +123,7 @@ def test_ids_missing_from_the_tables_are_refused(tmp_path, split_data):
 
 
 def test_engine_queries_report_their_progress_in_percent(caplog):
-    from tfrs_model.features.engine import _progress, connect
+    from tfrs_model.features.engine import connect, query_progress
 
     query = (
         "COPY (SELECT list(i) OVER (PARTITION BY i % 1000 ORDER BY i ROWS 20 PRECEDING) "
@@ -132,7 +132,7 @@ def test_engine_queries_report_their_progress_in_percent(caplog):
     with (
         caplog.at_level(logging.INFO, logger="tfrs_model.features.engine"),
         connect(EngineConfig(threads=1)) as connection,
-        _progress(connection, "windows", poll_s=0.05, log_every_s=0.0),
+        query_progress(connection, "windows", poll_s=0.05, log_every_s=0.0),
     ):
         connection.execute(query)
     lines = [record.getMessage() for record in caplog.records]

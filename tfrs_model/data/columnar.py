@@ -31,6 +31,7 @@ from tfrs_model.data.rules import (
     quote_literal,
 )
 from tfrs_model.errors import DataError
+from tfrs_model.features.engine import query_progress
 
 # Schema columns read as dictionary-encoded categoricals.
 ID_COLUMNS = ("user_id", "item_id")
@@ -167,7 +168,8 @@ def _validate(
 
 def _execute(connection: duckdb.DuckDBPyConnection, table: FileTable, sql: str):
     try:
-        return connection.execute(sql)
+        with query_progress(connection, f"checking the {table.table} table"):
+            return connection.execute(sql)
     except duckdb.Error as error:
         raise table.error(error) from error
 
@@ -175,7 +177,8 @@ def _execute(connection: duckdb.DuckDBPyConnection, table: FileTable, sql: str):
 def _arrow(connection: duckdb.DuckDBPyConnection, table: FileTable, sql: str) -> pa.Table:
     # `sql(...).to_arrow_table()`: the DB-API `execute` copies the rows once more.
     try:
-        return connection.sql(sql).to_arrow_table()
+        with query_progress(connection, f"reading the {table.table} table"):
+            return connection.sql(sql).to_arrow_table()
     except duckdb.Error as error:
         raise table.error(error) from error
 

@@ -72,7 +72,7 @@ def run(connection: duckdb.DuckDBPyConnection, sql: str, what: str, config: Engi
       DataError: DuckDB ran out of memory (even with spilling) or failed on the data.
     """
     try:
-        with _progress(connection, what):
+        with query_progress(connection, what):
             return connection.execute(sql)
     except duckdb.OutOfMemoryException as error:
         raise DataError(
@@ -85,7 +85,7 @@ def run(connection: duckdb.DuckDBPyConnection, sql: str, what: str, config: Engi
 
 
 @contextlib.contextmanager
-def _progress(
+def query_progress(
     connection: duckdb.DuckDBPyConnection,
     what: str,
     poll_s: float = 0.5,
