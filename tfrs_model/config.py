@@ -34,6 +34,9 @@ class DataConfig:
       drop_duplicates: drop repeated (user, item, timestamp) rows instead of failing.
       preprocess_memory_gb: memory limit of the columnar engine that computes histories and
         writes the example shards; larger intermediate results spill to disk.
+      shards_cache: a directory where example shards are kept, keyed by a digest of the data,
+        the split and the history length, and reused by later runs on the same data; None
+        writes them to a temporary directory removed after training.
     """
 
     dataset: str = "movielens-100k"
@@ -46,6 +49,7 @@ class DataConfig:
     history_length: int = 20
     drop_duplicates: bool = False
     preprocess_memory_gb: float = 4.0
+    shards_cache: str | None = None
 
     def __post_init__(self) -> None:
         if self.split not in ("per-user", "global-time"):

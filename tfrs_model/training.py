@@ -28,7 +28,11 @@ from tfrs_model.evaluation.protocol import EvalSet, build_eval_set
 from tfrs_model.evaluation.two_tower import TwoTowerRanker
 from tfrs_model.features.engine import EngineConfig
 from tfrs_model.features.negatives import attach_negatives, negatives_dataset
-from tfrs_model.features.shards import ExampleShards, write_example_shards
+from tfrs_model.features.shards import (
+    ExampleShards,
+    cached_example_shards,
+    write_example_shards,
+)
 from tfrs_model.features.spec import HISTORY, FeatureSet
 from tfrs_model.features.streaming import (
     check_ratings,
@@ -439,10 +443,17 @@ def _example_shards(
     directory: Path | None,
     timings: dict[str, float],
 ) -> Iterator[ExampleShards]:
-    """The example shards of `split`, written to `directory` or to a temporary one."""
+    """The example shards of `split`: written to `directory`, else found or written in the
+    shards cache (`data.shards_cache`), else written to a temporary directory."""
     has_history = HISTORY in features.names("query")
     history_length = features.get(HISTORY).max_values if has_history else 0
     engine = EngineConfig(memory_limit_gb=config.data.preprocess_memory_gb)
+    if directory is None and config.data.shards_cache:
+        with _timed(timings, "example_shards"):
+            cache = Path(config.data.shards_cache).expanduser()
+            shards = cached_example_shards(split, cache, history_length, engine)
+        yield shards
+        return
     with contextlib.ExitStack() as stack:
         if directory is None:
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="twotower-")))

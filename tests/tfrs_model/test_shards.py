@@ -138,3 +138,28 @@ def test_engine_queries_report_their_progress_in_percent(caplog):
     lines = [record.getMessage() for record in caplog.records]
     assert lines, "a query of a few seconds reports its progress"
     assert all(line.startswith("windows: ") and "/100 %, " in line for line in lines)
+
+
+def test_the_shards_cache_reuses_shards_of_the_same_data_only(tmp_path, split_data):
+    from tfrs_model.features.shards import cached_example_shards, shards_key
+
+    split_data = split_data(
+        [
+            ("a", "i1", 1, TRAIN, True),
+            ("a", "i2", 2, VALIDATION, True),
+            ("a", "i3", 3, TEST, True),
+            ("b", "i2", 1, TRAIN, True),
+        ]
+    )
+    cache = tmp_path / "cache"
+    first = cached_example_shards(split_data, cache, 2, ENGINE)
+    manifest = (first.directory / "manifest.json").stat().st_mtime_ns
+    again = cached_example_shards(split_data, cache, 2, ENGINE)
+    assert again.directory == first.directory
+    assert (again.directory / "manifest.json").stat().st_mtime_ns == manifest  # not rewritten
+    assert again.counts == first.counts and again.files((TRAIN,)) == first.files((TRAIN,))
+    # Another history length, or another split of the same log, is another set of shards.
+    assert shards_key(split_data, 3) != shards_key(split_data, 2)
+    relabelled = split_data.with_validation_as_train()
+    assert shards_key(relabelled, 2) != shards_key(split_data, 2)
+    assert len(list(cache.iterdir())) == 1

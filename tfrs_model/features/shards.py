@@ -21,6 +21,7 @@ user's whole past: the window of the H rows before each row, taken at the first 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -42,6 +43,8 @@ from tfrs_model.features.engine import EngineConfig, connect, run
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+# Bump when the shard rows change meaning, so cached shards of an older layout are not reused.
+SHARDS_FORMAT = 2
 # Rows of one shard file, roughly: enough files for interleaving and per-worker sharding.
 ROWS_PER_SHARD = 500_000
 MIN_SHARDS = 8
@@ -135,6 +138,31 @@ def _examples_sql(history_length: int, num_shards: int) -> str:
                CAST(hash(user_row, rn) % {num_shards} AS INTEGER) AS shard
         FROM grouped
     """
+
+
+def shards_key(split: SplitData, history_length: int) -> str:
+    """A digest of everything the shards of `split` are made of: every interaction's user and
+    item rows, time, split, label, weight and rating, the history length and the format. Equal
+    keys mean equal shards, so a cache keyed by it may reuse them."""
+    log = _log_table(split)
+    digest = hashlib.sha256(f"{SHARDS_FORMAT}:{history_length}:{log.num_rows}".encode())
+    for name in log.column_names:
+        values = log[name].to_numpy(zero_copy_only=False)
+        digest.update(name.encode())
+        digest.update(pd.util.hash_array(values, categorize=False).tobytes())
+    return digest.hexdigest()[:24]
+
+
+def cached_example_shards(
+    split: SplitData, cache: Path, history_length: int, engine: EngineConfig
+) -> ExampleShards:
+    """The example shards of `split` from `cache/<shards_key>`, written there first when absent
+    (atomically, so a crashed or concurrent writer never leaves half a set to reuse)."""
+    directory = Path(cache) / shards_key(split, history_length)
+    if (directory / MANIFEST).exists():
+        logger.info("reusing the example shards in %s (same data, split and history)", directory)
+        return ExampleShards.open(directory)
+    return write_example_shards(split, directory, history_length, engine)
 
 
 def _num_shards(rows: int) -> int:

@@ -62,6 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="memory limit of the columnar engine that builds the example shards (default 4); "
         "beyond it, it spills to disk",
     )
+    parser.add_argument(
+        "--shards-cache",
+        help="keep the example shards in this directory, keyed by the data, split and history, "
+        "and reuse them in later runs on the same data (default: rebuilt every run)",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     parser.set_defaults(handler=run)
 
@@ -72,6 +77,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         data=with_overrides(
             split_config(args, data_config(args, base.data)),
             preprocess_memory_gb=args.memory_limit_gb,
+            shards_cache=args.shards_cache,
         ),
         model=with_overrides(base.model, embedding_dim=args.embedding_dim),
         train=with_overrides(
