@@ -30,10 +30,10 @@ from export.specs import signature_specs
 from export.warmup import WarmupRequest, write_warmup_file
 from tfrs_model.data.splits import TEST, SplitData
 from tfrs_model.errors import ExportError
-from tfrs_model.evaluation.protocol import catalog_rows_by_user
+from tfrs_model.evaluation.protocol import catalog_codes, codes_to_csr
 from tfrs_model.evaluation.two_tower import embed
 from tfrs_model.features.examples import candidate_inputs, query_inputs
-from tfrs_model.features.history import latest_history
+from tfrs_model.features.history import latest_rows
 from tfrs_model.features.spec import HISTORY, FeatureSet
 from tfrs_model.features.tables import FeatureTables
 from tfrs_model.run import PRODUCTION, WEIGHTS, Run
@@ -118,6 +118,24 @@ def _known_interactions(split: SplitData, known_through: str) -> pd.DataFrame:
     return split.interactions if known_through == ALL else split.known_before(TEST)
 
 
+def _distinct(values: pd.Series) -> np.ndarray:
+    """The distinct values of `values`; a categorical's in-use categories, without a value per
+    row."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes = values.cat.codes.to_numpy()
+        used = np.bincount(codes[codes >= 0], minlength=len(values.cat.categories)) > 0
+        return values.cat.categories[used].to_numpy()
+    return pd.unique(values.to_numpy())
+
+
+def baked_user_ids(split: SplitData) -> np.ndarray:
+    """`[U]` object: every user of the users table or the interactions, sorted."""
+    users = np.concatenate(
+        [split.data.users["user_id"].to_numpy(), _distinct(split.interactions["user_id"])]
+    )
+    return np.unique(users.astype(object))
+
+
 def bake_users(
     split: SplitData,
     features: FeatureSet,
@@ -125,17 +143,33 @@ def bake_users(
     catalog: pd.Index,
     known_through: str,
 ) -> BakedUsers:
-    """The context `serving_default` looks up: features, history and known items per user."""
+    """The context `serving_default` looks up: features, history and known items per user.
+
+    History and exclusions come from one coding of the known interactions into (user position,
+    item row) int32 columns: the exclusions as a CSR matrix, the history as an `[U, H]` int32
+    matrix, both without a Python object per user or interaction.
+    """
     known = _known_interactions(split, known_through)
-    user_ids = np.array(
-        sorted(set(split.data.users["user_id"]) | set(split.interactions["user_id"])), dtype=object
-    )
-    history_spec = features.get(HISTORY) if HISTORY in features.names("query") else None
-    history = latest_history(known, user_ids, history_spec.max_values) if history_spec else None
-    inputs = query_inputs(features, tables, user_ids, history)
+    user_ids = baked_user_ids(split)
+    # Known items outside the catalog cannot be excluded, but stay in the history as before.
+    outside = pd.Index(_distinct(known["item_id"])).difference(catalog)
+    history_items = catalog.append(outside) if len(outside) else catalog
+    user_rows, item_rows = catalog_codes(known, user_ids, history_items)
+    in_catalog = np.where(item_rows < len(catalog), item_rows, -1)
+    excluded = codes_to_csr(user_rows, in_catalog, (len(user_ids), len(catalog)))
+    history = None
+    if HISTORY in features.names("query"):
+        length = features.get(HISTORY).max_values
+        history = latest_rows(user_rows, item_rows, len(user_ids), length)
+    inputs = query_inputs(features, tables, user_ids, None)
     inputs.pop("user_id")
-    excluded = [rows.astype(np.int32) for rows in catalog_rows_by_user(known, user_ids, catalog)]
-    return BakedUsers(user_ids=user_ids, features=inputs, excluded=excluded)
+    return BakedUsers(
+        user_ids=user_ids,
+        features=inputs,
+        history=history,
+        history_items=history_items.to_numpy(dtype=object),
+        excluded=excluded,
+    )
 
 
 def warmup_requests(

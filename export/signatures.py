@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import tensorflow as tf
 
 from export import contract
@@ -21,18 +22,24 @@ NO_ITEM = -1  # identifier used for padding and for items outside the catalog
 
 @dataclass(frozen=True)
 class BakedUsers:
-    """Per-user context known at export time.
+    """Per-user context known at export time, columnar: no Python object per user or item.
 
     Attributes:
       user_ids: `[U]` str.
-      features: `{name: [U] or [U, L] str}` for every query feature except `user_id`
-        (including `history`, left-padded, most recent last).
-      excluded: per user, `[e_u]` int catalog rows to never recommend (known items).
+      features: `{name: [U] or [U, L] str}` for every query feature except `user_id` and
+        `history`.
+      history: `[U, H]` int32 rows of `history_items`, left-padded with -1, most recent last;
+        None when the query tower takes no history.
+      history_items: `[V]` str: the item ids `history` indexes (the catalog, then any known
+        item outside it).
+      excluded: `[U, I]` bool CSR of catalog rows to never recommend (known items).
     """
 
     user_ids: np.ndarray
     features: dict[str, np.ndarray]
-    excluded: list[np.ndarray]
+    history: np.ndarray | None
+    history_items: np.ndarray
+    excluded: sp.csr_matrix
 
 
 def _string_table(keys: np.ndarray, default: int) -> tf.lookup.StaticHashTable:
@@ -118,11 +125,25 @@ class ServingModule(tf.Module):
         self.user_features = {
             name: _with_unknown_row(values) for name, values in users.features.items()
         }
-        lengths = [len(e) for e in users.excluded] + [0]
-        self.excluded_values = _frozen(
-            np.concatenate([*users.excluded, np.zeros(0)]).astype(np.int32), tf.int32
+        self._baked_history = users.history is not None
+        if self._baked_history:
+            # Ragged int32 rows into the item ids, most recent first, without the padding: 4 bytes
+            # per history item rather than a [U, H] string matrix. Row U (unknown users) is
+            # empty; padding gathers the "" appended to the ids.
+            recent_first = users.history[:, ::-1]
+            valid = recent_first >= 0
+            splits = np.concatenate([[0], np.cumsum(valid.sum(axis=1)), [valid.sum()]])
+            self.history_values = _frozen(recent_first[valid], tf.int32)
+            self.history_splits = _frozen(splits.astype(np.int64), tf.int64)
+            self.history_items = _frozen(
+                np.append(users.history_items, contract.PAD).astype(str), tf.string
+            )
+        # The exclusions' CSR as a ragged tensor's row splits, plus an empty row for unknown users.
+        excluded = users.excluded
+        self.excluded_values = _frozen(excluded.indices.astype(np.int32), tf.int32)
+        self.excluded_splits = _frozen(
+            np.append(excluded.indptr, excluded.indptr[-1]).astype(np.int64), tf.int64
         )
-        self.excluded_splits = _frozen(np.concatenate([[0], np.cumsum(lengths)]), tf.int64)
 
     # -- building blocks -------------------------------------------------------------------
 
@@ -132,10 +153,23 @@ class ServingModule(tf.Module):
         features = {USER_ID: user_id}
         for name, table in self.user_features.items():
             features[name] = tf.gather(table, rows)
+        if self._baked_history:
+            features[HISTORY] = self._baked_history_of(rows)
         excluded = tf.RaggedTensor.from_row_splits(
             self.excluded_values.read_value(), self.excluded_splits.read_value(), validate=False
         )
         return features, tf.gather(excluded, rows).to_tensor(default_value=NO_ITEM)
+
+    def _baked_history_of(self, rows: tf.Tensor) -> tf.Tensor:
+        """`[batch, H]` item ids of baked users' `rows`, left-padded with "", most recent last."""
+        recent_first = tf.RaggedTensor.from_row_splits(
+            self.history_values.read_value(), self.history_splits.read_value(), validate=False
+        )
+        pad = tf.shape(self.history_items, out_type=tf.int32)[0] - 1
+        padded = tf.gather(recent_first, rows).to_tensor(
+            default_value=pad, shape=[None, self._history_length]
+        )
+        return tf.gather(self.history_items, tf.reverse(padded, axis=[1]))
 
     def _request_context(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         features = {name: inputs[name] for name in self._query_specs}

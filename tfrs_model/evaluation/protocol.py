@@ -80,7 +80,9 @@ def rows_to_csr(rows: ItemRows, num_columns: int = 0) -> sp.csr_matrix:
 def _bool_csr(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
     """A canonical bool CSR matrix (sorted, distinct column indices per row) with True at every
     (rows[n], cols[n]); no dense intermediate."""
-    keys = np.unique(rows.astype(np.int64) * max(1, shape[1]) + cols.astype(np.int64))
+    keys = rows.astype(np.int64) * max(1, shape[1]) + cols.astype(np.int64)
+    keys.sort()  # then drop repeats: as np.unique, without its slower hashing of int64 keys
+    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys
     row_of = keys // max(1, shape[1])
     indptr = np.zeros(shape[0] + 1, dtype=np.int64)
     np.cumsum(np.bincount(row_of, minlength=shape[0]), out=indptr[1:])
@@ -89,16 +91,52 @@ def _bool_csr(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.
     return sp.csr_matrix((data, indices, indptr), shape=shape)
 
 
+def _positions(values: pd.Series, index: pd.Index) -> np.ndarray:
+    """`[n]` int32 (int64 past 2**31 entries) positions of `values` in `index`, -1 where absent.
+
+    Categorical values (the ids `build_dataset` makes) are looked up once per category, not once
+    per row.
+    """
+    dtype = np.int32 if len(index) < 2**31 else np.int64
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        by_category = index.get_indexer(values.cat.categories).astype(dtype)
+        codes = values.cat.codes.to_numpy()
+        return np.where(codes >= 0, by_category[codes], -1).astype(dtype, copy=False)
+    return index.get_indexer(values).astype(dtype, copy=False)
+
+
+def catalog_codes(
+    frame: pd.DataFrame, users: np.ndarray, catalog: pd.Index
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row of `frame` as (its user's position in `users`, its item's row in `catalog`).
+
+    Returns:
+      `[n]` int32 user positions and `[n]` int32 catalog rows, in the order of `frame`; -1 for a
+      user not in `users` or an item not in `catalog`.
+    """
+    return _positions(frame["user_id"], pd.Index(users)), _positions(frame["item_id"], catalog)
+
+
+def codes_to_csr(
+    user_rows: np.ndarray, item_rows: np.ndarray, shape: tuple[int, int]
+) -> sp.csr_matrix:
+    """`shape` bool CSR, True at every (user_rows[n], item_rows[n]); pairs with a -1 are left out.
+
+    The matrix is canonical (sorted, distinct column indices per row); its index arrays are
+    int32 while they fit.
+    """
+    keep = (user_rows >= 0) & (item_rows >= 0)
+    return _bool_csr(user_rows[keep], item_rows[keep], shape)
+
+
 def catalog_row_matrix(frame: pd.DataFrame, users: np.ndarray, catalog: pd.Index) -> sp.csr_matrix:
     """`[len(users), len(catalog)]` bool CSR: True where `frame` has (user, item).
 
     Rows of `frame` whose user is not in `users` or whose item is not in `catalog` are ignored;
     users absent from `frame` get empty rows.
     """
-    rows = pd.Index(users).get_indexer(frame["user_id"])
-    cols = catalog.get_indexer(frame["item_id"])
-    keep = (rows >= 0) & (cols >= 0)
-    return _bool_csr(rows[keep], cols[keep], (len(users), len(catalog)))
+    rows, cols = catalog_codes(frame, users, catalog)
+    return codes_to_csr(rows, cols, (len(users), len(catalog)))
 
 
 def csr_rows(matrix: sp.csr_matrix) -> list[np.ndarray]:
