@@ -43,19 +43,21 @@ def test_left_padded_right_aligns_each_list_with_minus_one_before():
     assert left_padded(lists.slice(2, 2), 4).tolist() == expected[2:]
 
 
+# User a: i1@1, i2@2, then i3 and i4 both @3 (a tie), i5@4; user b: i5@1.
+TIED_LOG = [
+    ("a", "i1", 1, TRAIN, True),
+    ("a", "i2", 2, TRAIN, True),
+    ("a", "i3", 3, TRAIN, False),
+    ("a", "i4", 3, VALIDATION, True),
+    ("a", "i5", 4, TEST, True),
+    ("b", "i5", 1, TRAIN, True),
+]
+
+
 def test_histories_by_hand_with_ties(tmp_path, split_data):
     # User a: i1@1, i2@2, then i3 and i4 both @3 (a tie: they do not see each other), i5@4.
     # Catalog rows: i1..i5 -> 0..4 (sorted ids). History length 2.
-    split = split_data(
-        [
-            ("a", "i1", 1, TRAIN, True),
-            ("a", "i2", 2, TRAIN, True),
-            ("a", "i3", 3, TRAIN, False),
-            ("a", "i4", 3, VALIDATION, True),
-            ("a", "i5", 4, TEST, True),
-            ("b", "i5", 1, TRAIN, True),
-        ]
-    )
+    split = split_data(TIED_LOG)
     shards = write_example_shards(split, tmp_path / "shards", 2, ENGINE)
     rows = _rows(shards).sort_values(["user_row", "item_row"]).reset_index(drop=True)
     histories = {(int(r.user_row), int(r.item_row)): r.history.tolist() for r in rows.itertuples()}
@@ -143,14 +145,7 @@ def test_engine_queries_report_their_progress_in_percent(caplog):
 def test_the_shards_cache_reuses_shards_of_the_same_data_only(tmp_path, split_data):
     from tfrs_model.features.shards import cached_example_shards, shards_key
 
-    split_data = split_data(
-        [
-            ("a", "i1", 1, TRAIN, True),
-            ("a", "i2", 2, VALIDATION, True),
-            ("a", "i3", 3, TEST, True),
-            ("b", "i2", 1, TRAIN, True),
-        ]
-    )
+    split_data = split_data(TIED_LOG)
     cache = tmp_path / "cache"
     first = cached_example_shards(split_data, cache, 2, ENGINE)
     manifest = (first.directory / "manifest.json").stat().st_mtime_ns
