@@ -14,6 +14,10 @@ from tfrs_model.errors import ConfigError
 
 T = TypeVar("T")
 
+# `TrainConfig.strategy` values (`tfrs_model.distribute` builds them); kept here, free of
+# TensorFlow, so the CLI can offer them without importing it.
+STRATEGIES = ("default", "mirrored", "multi-worker", "parameter-server")
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -223,9 +227,9 @@ class TrainConfig:
             )
         if self.optimizer not in ("adam", "adagrad", "sgd"):
             raise ConfigError(f"optimizer must be adam, adagrad or sgd, got {self.optimizer!r}")
-        if self.strategy not in ("default", "mirrored", "multi-worker", "parameter-server"):
+        if self.strategy not in STRATEGIES:
             raise ConfigError(
-                "strategy must be default, mirrored, multi-worker or parameter-server, got "
+                f"strategy must be {', '.join(STRATEGIES[:-1])} or {STRATEGIES[-1]}, got "
                 f"{self.strategy!r}"
             )
 

@@ -21,11 +21,11 @@ from collections.abc import Mapping
 
 import tensorflow as tf
 
+from tfrs_model.config import STRATEGIES
 from tfrs_model.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-STRATEGIES = ("default", "mirrored", "multi-worker", "parameter-server")
 PARAMETER_SERVER = "parameter-server"
 SERVER_ROLES = ("worker", "ps")
 

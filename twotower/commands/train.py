@@ -7,8 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from tfrs_model.config import RunConfig, with_overrides
-from tfrs_model.distribute import STRATEGIES
+from tfrs_model.config import STRATEGIES, RunConfig, with_overrides
 from twotower.arguments import (
     add_data_arguments,
     add_evaluation_arguments,
