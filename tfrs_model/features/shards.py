@@ -144,7 +144,10 @@ def shards_key(split: SplitData, history_length: int) -> str:
     """A digest of everything the shards of `split` are made of: every interaction's user and
     item rows, time, split, label, weight and rating, the history length and the format. Equal
     keys mean equal shards, so a cache keyed by it may reuse them."""
-    log = _log_table(split)
+    return _log_key(_log_table(split), history_length)
+
+
+def _log_key(log: pa.Table, history_length: int) -> str:
     digest = hashlib.sha256(f"{SHARDS_FORMAT}:{history_length}:{log.num_rows}".encode())
     for name in log.column_names:
         values = log[name].to_numpy(zero_copy_only=False)
@@ -158,11 +161,13 @@ def cached_example_shards(
 ) -> ExampleShards:
     """The example shards of `split` from `cache/<shards_key>`, written there first when absent
     (atomically, so a crashed or concurrent writer never leaves half a set to reuse)."""
-    directory = Path(cache) / shards_key(split, history_length)
+    started = time.perf_counter()
+    log = _log_table(split)  # built once: for the key, and for the shards on a miss
+    directory = Path(cache) / _log_key(log, history_length)
     if (directory / MANIFEST).exists():
         logger.info("reusing the example shards in %s (same data, split and history)", directory)
         return ExampleShards.open(directory)
-    return write_example_shards(split, directory, history_length, engine)
+    return _write_log(log, directory, history_length, engine, started)
 
 
 def _num_shards(rows: int) -> int:
@@ -179,9 +184,15 @@ def write_example_shards(
     Raises:
       DataError: the engine failed or ran out of memory within its limit.
     """
-    directory = Path(directory)
     started = time.perf_counter()
-    log = _log_table(split)
+    return _write_log(_log_table(split), directory, history_length, engine, started)
+
+
+def _write_log(
+    log: pa.Table, directory: Path, history_length: int, engine: EngineConfig, started: float
+) -> ExampleShards:
+    """`write_example_shards` of the log table `_log_table` made (`started`: when it began)."""
+    directory = Path(directory)
     split_codes, positive = log["split"].to_numpy(), log["positive"].to_numpy(zero_copy_only=False)
     counts = {
         name: {
