@@ -128,5 +128,11 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     )
 
 
+def shards_of(variable: tf.Variable) -> list[tf.Variable]:
+    """The pieces of a variable split across parameter servers (a `ShardedVariable`), or the
+    variable itself: what a model's `trainable_variables` list."""
+    return list(getattr(variable, "variables", None) or [variable])
+
+
 def is_parameter_server(strategy: tf.distribute.Strategy) -> bool:
     return isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy)

@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrs_model.config import TrainConfig
+from tfrs_model.distribute import shards_of
 
 # Keras 2's legacy optimizers: the ones `CompositeOptimizer` composes (and with sparse kernels).
 _OPTIMIZERS = {
@@ -29,12 +30,12 @@ def embedding_tables(model: tf.keras.Model) -> list[tf.Variable]:
     A table split across parameter servers (a `ShardedVariable`) gives its shards, which are
     what the model's `trainable_variables` list.
     """
-    tables = []
-    for layer in model.submodules:
-        if isinstance(layer, tf.keras.layers.Embedding):
-            table = layer.embeddings
-            tables.extend(getattr(table, "variables", None) or [table])
-    return tables
+    return [
+        piece
+        for layer in model.submodules
+        if isinstance(layer, tf.keras.layers.Embedding)
+        for piece in shards_of(layer.embeddings)
+    ]
 
 
 def dense_variables(model: tf.keras.Model) -> list[tf.Variable]:

@@ -19,7 +19,7 @@ from tfrs_model.config import RunConfig
 from tfrs_model.curves import write_training_curves
 from tfrs_model.data.schema import InteractionData
 from tfrs_model.data.splits import SPLITS, TEST, TRAIN, VALIDATION, SplitData, assign_splits
-from tfrs_model.distribute import is_chief, is_parameter_server, make_strategy
+from tfrs_model.distribute import is_chief, is_parameter_server, make_strategy, shards_of
 from tfrs_model.errors import RunDirError
 from tfrs_model.evaluation.evaluate import evaluate_split
 from tfrs_model.evaluation.memory import memory_errors
@@ -239,8 +239,7 @@ def _log_table_shards(model: TwoTowerModel) -> None:
     """One line per embedding table: how many parameter servers hold a piece of it."""
     for tower in (model.query_model, model.candidate_model):
         for name, embedding in tower.embeddings.items():
-            table = embedding.embedding.embeddings
-            shards = len(getattr(table, "variables", None) or [table])
+            shards = len(shards_of(embedding.embedding.embeddings))
             logger.info("%s_embedding: %d shards on the parameter servers", name, shards)
 
 
