@@ -596,6 +596,11 @@ def _speed_ratio(entry: dict[str, Any], reference: dict[str, Any] | None) -> flo
     return round(numerator / denominator, 3)
 
 
+# Targets whose measured number must stay at or below their limit; those below must reach it.
+_AT_MOST = ("preprocess_s", "fit_s")
+_AT_LEAST = ("examples_per_second", "speed_ratio")
+
+
 def check_targets(sizes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each of `TARGETS`: `met`, `not met` or `not measured`, with the measured value."""
     by_size = {entry["size"]: entry for entry in sizes}
@@ -616,22 +621,36 @@ def check_targets(sizes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 verdict = "met"
             elif value is not None:
                 verdict = "not met"  # a stage failed: its peak is not that of a full run
-        elif entry is not None and target.metric in ("preprocess_s", "fit_s"):
-            value = _timing(entry, target.metric.removesuffix("_s"))
+        elif entry is not None:
+            value = _measured(target, entry, by_size)
             if value is not None:
-                verdict = "met" if value <= target.limit else "not met"
-        elif entry is not None and target.metric == "examples_per_second":
-            value = examples_per_second(entry)
-            if value is not None:
-                verdict = "met" if value >= target.limit else "not met"
-        elif entry is not None and target.metric == "speed_ratio":
-            value = _speed_ratio(entry, by_size.get(target.reference))
-            if value is not None:
-                verdict = "met" if value >= target.limit else "not met"
+                within = (
+                    value <= target.limit if target.metric in _AT_MOST else value >= target.limit
+                )
+                verdict = "met" if within else "not met"
         checked.append(
-            {"size": target.size, "target": target.text, "value": value, "verdict": verdict}
+            {
+                "size": target.size,
+                "target": target.text,
+                "metric": target.metric,
+                "value": value,
+                "verdict": verdict,
+            }
         )
     return checked
+
+
+def _measured(
+    target: Target, entry: dict[str, Any], by_size: Mapping[str, dict[str, Any]]
+) -> float | None:
+    """The number an `_AT_MOST` or `_AT_LEAST` target is checked on."""
+    if target.metric in _AT_MOST:
+        return _timing(entry, target.metric.removesuffix("_s"))
+    if target.metric == "examples_per_second":
+        return examples_per_second(entry)
+    if target.metric == "speed_ratio":
+        return _speed_ratio(entry, by_size.get(target.reference))
+    raise ValueError(f"unknown target metric {target.metric!r}")
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -790,10 +809,13 @@ def _target_value(target: dict[str, Any]) -> str:
     value = target["value"]
     if value is None:
         return "—"
-    if "RSS" in target["target"]:
+    metric = target.get("metric")
+    if metric == "peak_rss" or "RSS" in target["target"]:  # results written before `metric`
         return f"{value / GB:.2f} GB"
-    if "examples/s" in target["target"]:
-        return f"{value:.3f}x" if value < 100 else f"{value:,.0f}"
+    if metric == "speed_ratio":
+        return f"{value:.3f}x"
+    if metric == "examples_per_second":
+        return f"{value:,.0f}"
     if isinstance(value, float):
         return f"{value:.1f} s"
     return str(value)
