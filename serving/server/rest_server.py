@@ -57,6 +57,7 @@ class RestServer:
         self._executor = ThreadPoolExecutor(config.rest_max_workers, thread_name_prefix="rest")
         self._loop = asyncio.new_event_loop()
         self._reading: set[asyncio.Task] = set()
+        self._draining = False
         self._thread: threading.Thread | None = None
         self._stopped = False
         try:
@@ -126,7 +127,10 @@ class RestServer:
     async def _drain(self, grace: float | None) -> None:
         self._listener.close()  # new connections are refused from here on
         self._web_server.pre_shutdown()  # idle keep-alive connections close now
-        for task in list(self._reading):  # a body still arriving is not a request in flight
+        # A body still arriving is not a request in flight. A handler already scheduled but not
+        # yet reading sees `_draining` and takes only what is buffered (see `_read_body`).
+        self._draining = True
+        for task in list(self._reading):
             task.cancel()
         await self._web_server.shutdown(grace)
 
@@ -140,26 +144,34 @@ class RestServer:
                     RestReply(http_status(error.code), error_body(error.message)), True
                 )
             except TimeoutError:
-                reply = RestReply(
-                    408,
-                    error_body(
-                        f"the request body did not arrive within {self._config.rest_read_timeout_s}"
-                        " s (--rest-read-timeout)"
-                    ),
-                )
-                return _response(reply, True)
+                return _response(self._body_timeout_reply(), True)
         path = urllib.parse.urlsplit(request.raw_path).path
         reply = await self._loop.run_in_executor(
             self._executor, self._routes.handle, request.method, path, body
         )
         return _response(reply, False)
 
+    def _body_timeout_reply(self) -> RestReply:
+        if self._draining:  # 503, which clients retry (on another replica)
+            return RestReply(
+                503,
+                error_body("the server is shutting down before the request body arrived; retry"),
+            )
+        return RestReply(
+            408,
+            error_body(
+                f"the request body did not arrive within {self._config.rest_read_timeout_s}"
+                " s (--rest-read-timeout)"
+            ),
+        )
+
     async def _read_body(self, request: web.BaseRequest) -> bytes:
         """The body, read in chunks up to `max_message_bytes`.
 
         Raises:
           StatusError: INVALID_ARGUMENT, the body is (or declares to be) over the limit.
-          TimeoutError: it took longer than `rest_read_timeout_s` to arrive.
+          TimeoutError: it took longer than `rest_read_timeout_s` to arrive, or, while the
+            server drains, it had not all arrived.
         """
         limit = self._config.max_message_bytes
         declared = request.content_length
@@ -167,9 +179,12 @@ class RestServer:
             raise request_too_large(declared, limit)
         task = asyncio.current_task()
         self._reading.add(task)
+        # While draining, only a body that has already arrived is read: waiting would hold
+        # the drain for a client that may never finish sending.
+        timeout = 0.0 if self._draining else self._config.rest_read_timeout_s
         try:
             chunks, size = [], 0
-            async with asyncio.timeout(self._config.rest_read_timeout_s):
+            async with asyncio.timeout(timeout):
                 while chunk := await request.content.readany():
                     size += len(chunk)
                     if size > limit:
