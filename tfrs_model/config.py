@@ -96,6 +96,14 @@ class ModelConfig:
         MLP over both tower outputs, as in the TFRS multitask tutorial) added to the retrieval
         loss; it trains on every rated training interaction, positives or not, while retrieval
         still learns from positives only. 0 turns it off; the data must have ratings.
+      like_weight: weight of a pointwise like-probability head (binary cross-entropy of an MLP
+        over both tower outputs against the positive label: a like, a save, a rating >= the
+        threshold) added to the retrieval loss, for logs whose engagement label separates
+        liked from merely seen interactions; it trains on every interaction. 0 turns it off;
+        the training data must hold both positive and non-positive interactions.
+      non_positive_weight: retrieval weight of interactions below `min_positive_rating` (a user
+        chose the item but did not like it): 0 trains retrieval on positives only, as the
+        evaluation counts them; above 0 the model also learns what users choose to watch.
       use_user_features, use_item_features, use_history: feature switches.
       history_pooling: how the history is summarized beside its most recent item: `mean`,
         `attention` (learned item and recency weights) or `gru`.
@@ -117,6 +125,8 @@ class ModelConfig:
     sampled_negatives: int = 0
     hard_negatives: int = 0
     rating_weight: float = 0.0
+    like_weight: float = 0.0
+    non_positive_weight: float = 0.0
     use_user_features: bool = True
     use_item_features: bool = True
     use_history: bool = True
@@ -147,8 +157,13 @@ class ModelConfig:
                 "sampled_negatives and hard_negatives must be >= 0 (0 turns them off), got "
                 f"{self.sampled_negatives} and {self.hard_negatives}"
             )
-        if self.rating_weight < 0:
-            raise ConfigError(f"rating_weight must be >= 0 (0 is off), got {self.rating_weight}")
+        if not 0.0 <= self.non_positive_weight <= 1.0:
+            raise ConfigError(
+                f"non_positive_weight must be in [0, 1] (0 is off), got {self.non_positive_weight}"
+            )
+        for name in ("rating_weight", "like_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (0 is off), got {getattr(self, name)}")
         if self.history_pooling not in ("mean", "attention", "gru"):
             raise ConfigError(
                 f"history_pooling must be mean, attention or gru, got {self.history_pooling!r}"
@@ -187,6 +202,10 @@ class TrainConfig:
         calls, less overhead per step. Progress and callbacks update once per call.
       min_shard_bytes: with `strategy="parameter-server"`, a variable larger than this is split
         across the parameter servers in pieces of at least this many bytes.
+      history_skip: each training example's history ends a random 0..history_skip items
+        before its target (uniform, drawn anew every epoch), instead of just before it. A served
+        query must predict all of a user's next interactions from one history; training on
+        targets further ahead of their history teaches exactly that. 0 turns it off.
     """
 
     epochs: int = 30
@@ -197,6 +216,7 @@ class TrainConfig:
     embedding_learning_rate: float = 0.1
     steps_per_execution: int = 32
     min_shard_bytes: int = 1 << 20
+    history_skip: int = 0
     seed: int = 42
     early_stopping_patience: int = 4
     strategy: Literal["default", "mirrored", "multi-worker", "parameter-server"] = "default"
@@ -211,6 +231,8 @@ class TrainConfig:
         for name in ("learning_rate", "embedding_learning_rate"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.history_skip < 0:
+            raise ConfigError(f"history_skip must be >= 0 (0 is off), got {self.history_skip}")
         if self.min_shard_bytes < 1:
             raise ConfigError(f"min_shard_bytes must be >= 1, got {self.min_shard_bytes}")
         if self.steps_per_execution < 1:

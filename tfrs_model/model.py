@@ -6,10 +6,10 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrs_model.config import ModelConfig
-from tfrs_model.features.examples import RATING, SAMPLING_PROBABILITY, WEIGHT
+from tfrs_model.features.examples import LIKE, RATING, SAMPLING_PROBABILITY, WEIGHT
 from tfrs_model.features.negatives import NEGATIVES, UNIFORM_PROBABILITY
 from tfrs_model.features.spec import CANDIDATE, ITEM_ID, QUERY, FeatureSet
-from tfrs_model.layers import RatingHead
+from tfrs_model.layers import PointwiseHead
 from tfrs_model.towers import Tower, candidate_tower, query_tower
 
 TOP_KS = (1, 5, 10, 50, 100)
@@ -25,9 +25,10 @@ class TwoTowerModel(tfrs.Model):
     Features: the towers' string inputs plus `candidate_sampling_probability` ([batch] float32,
     used for logQ correction when enabled) and `sample_weight` ([batch] float32). Training
     batches may also carry `negatives` (see `features.negatives`): `[M]` extra catalog items
-    scored against every query beside the in-batch candidates, and `rating` ([batch] float32)
+    scored against every query beside the in-batch candidates, `rating` ([batch] float32)
     when `rating_weight` > 0: the rating head's mean squared error, times `rating_weight`, is
-    added to the retrieval loss.
+    added to the retrieval loss, and `like` ([batch] float32 0/1) when `like_weight` > 0: the
+    like head's binary cross-entropy, times `like_weight`, is added too.
     The factorized top-K metrics are computed on evaluation batches only (they rank every
     candidate, which is too slow to do on every training step).
     """
@@ -54,16 +55,25 @@ class TwoTowerModel(tfrs.Model):
             remove_accidental_hits=config.remove_accidental_hits,
             num_hard_negatives=config.hard_negatives or None,
         )
-        self.rating_head: RatingHead | None = None
+        # Pointwise heads: (input key, head, task, weight) for each one switched on.
+        self.heads: list[tuple[str, PointwiseHead, tfrs.tasks.Ranking, float]] = []
         if config.rating_weight > 0:
-            self.rating_head = RatingHead()
+            self.rating_head = PointwiseHead("rating")
             self.rating_task = tfrs.tasks.Ranking(
                 loss=tf.keras.losses.MeanSquaredError(),
                 metrics=[tf.keras.metrics.RootMeanSquaredError(name="rating_rmse")],
             )
+            self.heads.append((RATING, self.rating_head, self.rating_task, config.rating_weight))
+        if config.like_weight > 0:
+            self.like_head = PointwiseHead("like_logit")
+            self.like_task = tfrs.tasks.Ranking(
+                loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+                metrics=[tf.keras.metrics.AUC(from_logits=True, name="like_auc")],
+            )
+            self.heads.append((LIKE, self.like_head, self.like_task, config.like_weight))
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        """The retrieval loss (plus the weighted rating loss) of one batch.
+        """The retrieval loss (plus the weighted rating and like losses) of one batch.
 
         `features` holds each tower's inputs either flat, or under the keys `query` and
         `candidate` (as streamed training batches do: a users' and an items' feature may share a
@@ -96,12 +106,12 @@ class TwoTowerModel(tfrs.Model):
             compute_metrics=not training,
             compute_batch_metrics=False,
         )
-        if self.rating_head is None or RATING not in features:
-            return loss
         batch = tf.shape(query_embeddings)[0]
-        predictions = self.rating_head(query_embeddings, candidate_embeddings[:batch])
-        rating_loss = self.rating_task(labels=features[RATING], predictions=predictions)
-        return loss + self.config.rating_weight * rating_loss
+        for key, head, task, weight in self.heads:
+            if key in features:
+                predictions = head(query_embeddings, candidate_embeddings[:batch])
+                loss += weight * task(labels=features[key], predictions=predictions)
+        return loss
 
     def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """TFRS' train step, logging only what training computed.

@@ -35,6 +35,8 @@ from tfrs_model.features.shards import (
 )
 from tfrs_model.features.spec import HISTORY, FeatureSet
 from tfrs_model.features.streaming import (
+    ExampleUse,
+    check_likes,
     check_ratings,
     code_tables,
     remote_training_dataset,
@@ -83,7 +85,8 @@ class TrainResult:
 
 
 class ValidationRanking(tf.keras.callbacks.Callback):
-    """Adds full-catalog validation Recall@10 and NDCG@10 (known items excluded) to the logs.
+    """Adds full-catalog validation Recall@10, NDCG@10 and Recall@100 (known items excluded) to
+    the logs.
 
     It must come before EarlyStopping in the callback list: both read the same `logs` dict.
     Under a distribution strategy it ranks eagerly with the local copy of the (synchronized)
@@ -99,13 +102,14 @@ class ValidationRanking(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         with memory_errors(self.ranker.memory_budget_gb):
-            ranked = self.ranker.rank(self.eval_set, 10)
+            ranked = self.ranker.rank(self.eval_set, 100)
             metrics = ranking_metrics(
-                ranked, self.eval_set.relevant, self.eval_set.num_items, (10,)
+                ranked, self.eval_set.relevant, self.eval_set.num_items, (10, 100)
             )
-        if logs is not None:  # the progress callback's epoch line shows them
+        if logs is not None:  # the progress callback's epoch line shows the first two
             logs[EARLY_STOPPING_METRIC] = metrics["recall@10"]
             logs["val_ndcg_at_10"] = metrics["ndcg@10"]
+            logs["val_recall_at_100"] = metrics["recall@100"]
 
 
 def prepare(data: InteractionData, config: RunConfig) -> tuple[SplitData, FeatureSet]:
@@ -173,9 +177,18 @@ def _compile(
     in-batch sampling probabilities.
     """
     tf.keras.utils.set_random_seed(config.train.seed)
-    with_ratings = config.model.rating_weight > 0
-    if with_ratings:
+    use = ExampleUse(
+        history_length=features.get(HISTORY).max_values
+        if HISTORY in features.names("query")
+        else 0,
+        with_ratings=config.model.rating_weight > 0,
+        with_likes=config.model.like_weight > 0,
+        non_positive_weight=config.model.non_positive_weight,
+    )
+    if use.with_ratings:
         check_ratings(split)
+    if use.with_likes:
+        check_likes(split)
     with strategy.scope():
         model = TwoTowerModel(features, config.model)
         build_towers(model)
@@ -187,7 +200,7 @@ def _compile(
     # replicas; tf-keras' default ("auto", meaning "sum" off TPUs) would sum it once more. With
     # "first" the logged `loss` is the first local replica's share of the global batch.
     model.distribute_reduction_method = "first"
-    tables = code_tables(model, features, split, with_ratings)
+    tables = code_tables(model, features, split, use.positives_only)
     negatives = None
     if config.model.sampled_negatives:
         negatives = functools.partial(
@@ -205,7 +218,7 @@ def _compile(
                 tables,
                 history_length=shards.history_length,
                 batch_size=config.train.batch_size,
-                with_ratings=with_ratings,
+                use=use,
             )
         else:
             dataset = training_dataset(
@@ -214,7 +227,7 @@ def _compile(
                 tables,
                 batch_size=config.train.batch_size,
                 seed=config.train.seed,
-                with_ratings=with_ratings,
+                use=use,
                 input_context=input_context,
             )
         return attach_negatives(dataset, negatives()) if negatives else dataset
@@ -222,7 +235,7 @@ def _compile(
     parameter_server = is_parameter_server(strategy)
     if parameter_server:
         _log_table_shards(model)
-        saved = saved_examples(shards, splits, positives_only=not with_ratings)
+        saved = saved_examples(shards, splits, positives_only=use.positives_only)
     # Under a distribution strategy each worker builds its own pipeline (over its own shard
     # files under multi-worker; over the whole saved copy, in its own order, as a PS worker).
     distributed = config.train.strategy != "default"
@@ -230,8 +243,8 @@ def _compile(
     return _Compiled(
         model,
         data,
-        steps_per_epoch(shards, splits, config.train.batch_size, with_ratings),
-        shards.num_examples(splits, positives_only=not with_ratings),
+        steps_per_epoch(shards, splits, config.train.batch_size, use.positives_only),
+        shards.num_examples(splits, positives_only=use.positives_only),
     )
 
 
@@ -445,7 +458,10 @@ def _example_shards(
     """The example shards of `split`: written to `directory`, else found or written in the
     shards cache (`data.shards_cache`), else written to a temporary directory."""
     has_history = HISTORY in features.names("query")
-    history_length = features.get(HISTORY).max_values if has_history else 0
+    # With `history_skip`, each row keeps that many more items, cut per epoch while training.
+    history_length = (
+        features.get(HISTORY).max_values + config.train.history_skip if has_history else 0
+    )
     engine = EngineConfig(memory_limit_gb=config.data.preprocess_memory_gb)
     if directory is None and config.data.shards_cache:
         with _timed(timings, "example_shards"):

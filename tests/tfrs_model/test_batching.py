@@ -1,4 +1,5 @@
-"""Shuffled fixed-size batches from row chunks: every row once per epoch, reproducible, mixed."""
+"""Shuffled fixed-size batches from row chunks: every row once per epoch, reproducible, mixed;
+and the training histories cut from wider shard rows (`train.history_skip`)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import itertools
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from tfrs_model.config import TrainConfig
+from tfrs_model.errors import ConfigError
 from tfrs_model.features.batching import round_robin, shuffled_batches
+from tfrs_model.features.streaming import skipped_history
 
 
 def _chunk(start: int, stop: int) -> dict[str, np.ndarray]:
@@ -82,3 +87,25 @@ def test_an_epoch_without_rows_is_refused():
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError, match="batch_size and buffer_rows must be >= 1"):
         next(shuffled_batches(_epochs([_chunk(0, 2)]), batch_size=0, buffer_rows=8, seed=0))
+
+
+def test_skipped_history_is_a_window_ending_zero_to_skip_items_before_the_last():
+    # Width H + S = 2 + 3; row r holds 10r .. 10r + 4, most recent last.
+    history = tf.constant([[10 * r + c for c in range(5)] for r in range(200)], tf.int32)
+    windows = skipped_history(history, 2).numpy()
+
+    assert windows.shape == (200, 2)
+    offsets = windows[:, 1] - 10 * np.arange(200)  # the window's last item, within its row
+    np.testing.assert_array_equal(windows[:, 0] + 1, windows[:, 1])  # consecutive items
+    # It ends 0..3 items before the row's last (offset 4): each skip drawn, nothing else.
+    assert set(offsets.tolist()) == {1, 2, 3, 4}
+
+
+def test_a_history_as_wide_as_the_towers_take_is_left_whole():
+    history = tf.constant([[1, 2, 3]], tf.int32)
+    np.testing.assert_array_equal(skipped_history(history, 3), history)
+
+
+def test_negative_history_skip_is_refused():
+    with pytest.raises(ConfigError, match=r"history_skip must be >= 0 \(0 is off\)"):
+        TrainConfig(history_skip=-1)

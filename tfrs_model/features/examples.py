@@ -18,6 +18,7 @@ from tfrs_model.features.tables import FeatureTables
 SAMPLING_PROBABILITY = "candidate_sampling_probability"
 WEIGHT = "sample_weight"
 RATING = "rating"
+LIKE = "like"  # 1.0 for a positive (liked, engaged) interaction, 0.0 otherwise: the like head
 
 Arrays = dict[str, np.ndarray]
 

@@ -22,6 +22,7 @@ from tfrs_model.data.splits import TRAIN, SplitData
 from tfrs_model.errors import ConfigError
 from tfrs_model.features.batching import round_robin, shuffled_batches
 from tfrs_model.features.examples import (
+    LIKE,
     RATING,
     SAMPLING_PROBABILITY,
     WEIGHT,
@@ -34,6 +35,30 @@ from tfrs_model.features.tables import FeatureTables
 SHUFFLE_BUFFER = 131_072
 _CHUNK_ROWS = 8_192
 _FILES_AT_ONCE = 8
+
+
+@dataclass(frozen=True)
+class ExampleUse:
+    """Which shard rows a fit reads, and how they become its inputs.
+
+    Attributes:
+      history_length: H, the history the towers take; a wider shard history (shards written
+        for `train.history_skip`) is cut to H, ending a random number of items early.
+      with_ratings: add each row's rating (the rating head trains on every rated row).
+      with_likes: add each row's positive label as a float (the like head trains on every row).
+      non_positive_weight: retrieval weight of rows below the positive threshold (seen but not
+        liked); 0 keeps them out of retrieval.
+    """
+
+    history_length: int = 0
+    with_ratings: bool = False
+    with_likes: bool = False
+    non_positive_weight: float = 0.0
+
+    @property
+    def positives_only(self) -> bool:
+        """Whether only positive rows are read (nothing else trains)."""
+        return not (self.with_ratings or self.with_likes or self.non_positive_weight > 0)
 
 
 @dataclass(frozen=True)
@@ -60,11 +85,12 @@ def _codes(layer, values: np.ndarray) -> np.ndarray:
 
 
 def code_tables(
-    model, features: FeatureSet, split: SplitData, with_ratings: bool = False
+    model, features: FeatureSet, split: SplitData, positives_only: bool = True
 ) -> CodeTables:
     """The `CodeTables` of `model`'s towers over the users and items of `split`.
 
-    `split` is the fit's view of the data: its `train` rows give the sampling probabilities.
+    `split` is the fit's view of the data: its `train` rows (positives, or all when the fit
+    reads them all) give the sampling probabilities.
     """
     tables = FeatureTables(split.data)
     user_ids = split.data.users["user_id"].astype(str).to_numpy(dtype=object)
@@ -72,7 +98,7 @@ def code_tables(
     query, candidate = model.query_model.embeddings, model.candidate_model.embeddings
     user_inputs = {USER_ID: user_ids, **tables.user_features(user_ids)}
     item_inputs = {ITEM_ID: item_ids, **tables.item_features(item_ids)}
-    probability = item_sampling_probability(split, positives_only=not with_ratings)
+    probability = item_sampling_probability(split, positives_only=positives_only)
     return CodeTables(
         user={
             name: _codes(query[name], user_inputs[name])
@@ -116,30 +142,53 @@ def _batch_signature(history_length: int) -> dict[str, tf.TensorSpec]:
     return signature
 
 
-def model_inputs(batch: dict[str, tf.Tensor], tables: CodeTables, with_ratings: bool) -> dict:
+def skipped_history(history: tf.Tensor, length: int) -> tf.Tensor:
+    """Per row, `length` consecutive items ending a random 0..S items before the last.
+
+    Args:
+      history: `[n, length + S]` int32 item rows, most recent last (S = `history_skip`).
+      length: H, the history the towers take.
+
+    Returns:
+      `[n, H]`: row i is `history[i, S - s_i : S - s_i + H]`, s_i uniform in 0..S.
+    """
+    skip = tf.shape(history)[1] - length
+    dropped = tf.random.uniform(tf.shape(history)[:1], 0, skip + 1, dtype=tf.int32)
+    positions = (skip - dropped)[:, None] + tf.range(length)[None, :]
+    return tf.gather(history, positions, batch_dims=1)
+
+
+def model_inputs(batch: dict[str, tf.Tensor], tables: CodeTables, use: ExampleUse) -> dict:
     """Shard rows -> each tower's code inputs (under `query` and `candidate`, since a user and
     an item feature may share a name) plus the task's probability, weight and rating."""
     query = {name: tf.gather(codes, batch["user_row"]) for name, codes in tables.user.items()}
     if tables.history is not None:
-        query[HISTORY] = tf.gather(tables.history, batch["history"] + 1)
+        history = batch["history"]
+        if history.shape[1] > use.history_length:
+            history = skipped_history(history, use.history_length)
+        query[HISTORY] = tf.gather(tables.history, history + 1)
     candidate = {name: tf.gather(codes, batch["item_row"]) for name, codes in tables.item.items()}
+    # Non-positives (read for the rating head, or with a retrieval weight of their own) train
+    # retrieval only with `non_positive_weight`.
+    retrieval = tf.where(batch["positive"], 1.0, use.non_positive_weight)
     inputs = {
         QUERY: query,
         CANDIDATE: candidate,
         SAMPLING_PROBABILITY: tf.gather(tables.probability, batch["item_row"]),
-        # Non-positives (present only with ratings) train the rating head, never retrieval.
-        WEIGHT: batch["weight"] * tf.cast(batch["positive"], tf.float32),
+        WEIGHT: batch["weight"] * retrieval,
     }
-    if with_ratings:
+    if use.with_ratings:
         inputs[RATING] = batch["rating"]
+    if use.with_likes:
+        inputs[LIKE] = tf.cast(batch["positive"], tf.float32)
     return inputs
 
 
 def steps_per_epoch(
-    shards: ExampleShards, splits: tuple[str, ...], batch_size: int, with_ratings: bool
+    shards: ExampleShards, splits: tuple[str, ...], batch_size: int, positives_only: bool
 ) -> int:
     """ceil(examples / global batch): the steps of one pass over the `splits`' examples."""
-    examples = shards.num_examples(splits, positives_only=not with_ratings)
+    examples = shards.num_examples(splits, positives_only=positives_only)
     return max(1, -(-examples // batch_size))
 
 
@@ -150,7 +199,7 @@ def training_dataset(
     *,
     batch_size: int,
     seed: int,
-    with_ratings: bool = False,
+    use: ExampleUse,
     input_context: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
     """Endless shuffled batches of the `splits`' examples.
@@ -174,8 +223,7 @@ def training_dataset(
             )
         files = files[input_context.input_pipeline_id :: pipelines]
         batch_size = input_context.get_per_replica_batch_size(batch_size)
-    history_length = shards.history_length
-    positives_only = not with_ratings
+    history_length, positives_only = shards.history_length, use.positives_only
     # Each input pipeline shuffles its own files, each epoch in a new order.
     pipeline_seed = seed + (input_context.input_pipeline_id if input_context else 0)
 
@@ -192,7 +240,7 @@ def training_dataset(
     dataset = tf.data.Dataset.from_generator(
         batches, output_signature=_batch_signature(history_length)
     ).map(
-        functools.partial(model_inputs, tables=tables, with_ratings=with_ratings),
+        functools.partial(model_inputs, tables=tables, use=use),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     return dataset.prefetch(tf.data.AUTOTUNE)
@@ -231,7 +279,7 @@ def remote_training_dataset(
     *,
     history_length: int,
     batch_size: int,
-    with_ratings: bool = False,
+    use: ExampleUse,
 ) -> tf.data.Dataset:
     """Endless batches of the rows `saved_examples` wrote, for a parameter-server worker.
 
@@ -245,11 +293,27 @@ def remote_training_dataset(
         .repeat()
         .batch(batch_size, drop_remainder=True)
         .map(
-            functools.partial(model_inputs, tables=tables, with_ratings=with_ratings),
+            functools.partial(model_inputs, tables=tables, use=use),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def check_likes(split: SplitData) -> None:
+    """Raises unless the training split holds both liked and not-liked interactions.
+
+    Raises:
+      ConfigError: every training interaction is positive (or none is).
+    """
+    positive = split.interactions.loc[split.interactions["split"] == TRAIN, "positive"]
+    if positive.all() or not positive.any():
+        raise ConfigError(
+            f"like_weight > 0 trains a like head to tell liked from other interactions, but "
+            f"{int(positive.sum())} of {len(positive)} training interactions are positive; give "
+            "the dataset a positive rule (min_positive_rating, or positive_if in a dataset "
+            "config) that leaves some out, or set like_weight to 0"
+        )
 
 
 def check_ratings(split: SplitData) -> None:
