@@ -106,7 +106,8 @@ class ModelConfig:
         evaluation counts them; above 0 the model also learns what users choose to watch.
       use_user_features, use_item_features, use_history: feature switches.
       history_pooling: how the history is summarized beside its most recent item: `mean`,
-        `attention` (learned item and recency weights) or `gru`.
+        `attention` (learned item and recency weights), `gru` or `transformer` (a causal
+        self-attention block with positions, as in SASRec).
       oov_buckets: out-of-vocabulary buckets per lookup, so unseen ids still embed.
       id_dropout: training-time probability of replacing a user or item id by the
         out-of-vocabulary bucket, which teaches the towers to answer from features (cold start).
@@ -130,7 +131,7 @@ class ModelConfig:
     use_user_features: bool = True
     use_item_features: bool = True
     use_history: bool = True
-    history_pooling: Literal["mean", "attention", "gru"] = "mean"
+    history_pooling: Literal["mean", "attention", "gru", "transformer"] = "mean"
     oov_buckets: int = 1
     id_dropout: float = 0.05
     dropout: float = 0.0
@@ -164,9 +165,10 @@ class ModelConfig:
         for name in ("rating_weight", "like_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 (0 is off), got {getattr(self, name)}")
-        if self.history_pooling not in ("mean", "attention", "gru"):
+        if self.history_pooling not in ("mean", "attention", "gru", "transformer"):
             raise ConfigError(
-                f"history_pooling must be mean, attention or gru, got {self.history_pooling!r}"
+                "history_pooling must be mean, attention, gru or transformer, got "
+                f"{self.history_pooling!r}"
             )
         if self.oov_buckets < 1:
             raise ConfigError("oov_buckets must be >= 1 so unseen ids still get an embedding")

@@ -1,4 +1,5 @@
-"""History pooling: mean, attention and GRU summaries, checked against hand computations."""
+"""History pooling: mean, attention, GRU and transformer summaries, checked against hand
+computations."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def _item_vectors(layer: HistoryEmbedding, items: list[str]) -> np.ndarray:
     return layer.embedding(layer.lookup(tf.constant(items))).numpy()
 
 
-@pytest.mark.parametrize("pooling", ["mean", "attention", "gru"])
+@pytest.mark.parametrize("pooling", ["mean", "attention", "gru", "transformer"])
 def test_output_is_summary_then_last_item_and_zero_without_history(pooling):
     layer = _layer(pooling)
     out = layer(HISTORIES).numpy()
@@ -60,6 +61,27 @@ def test_gru_ignores_left_padding():
     np.testing.assert_allclose(layer(HISTORIES).numpy()[0, :3], expected, rtol=1e-5)
 
 
+def test_transformer_ignores_what_padding_holds_and_reads_the_most_recent_position():
+    layer = _layer("transformer")
+    codes = layer.codes(HISTORIES[:1])
+    mask = tf.not_equal(codes, 0)
+    embedded = layer.embedding(codes)
+    # Whatever sits in the padded positions, the masked attention never reads it.
+    noisy = tf.where(mask[:, :, None], embedded, tf.random.normal(tf.shape(embedded)) * 10)
+    expected = layer.block(noisy, mask).numpy()[0, -1]
+    np.testing.assert_allclose(layer(HISTORIES).numpy()[0, :3], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_transformer_is_causal_an_earlier_position_does_not_see_later_items():
+    layer = _layer("transformer")
+    codes = layer.codes(tf.constant([["a", "b", "c", "a"], ["a", "b", "a", "c"]]))
+    mask = tf.not_equal(codes, 0)
+    out = layer.block(layer.embedding(codes), mask).numpy()
+    # Same first two items, different later ones: positions 0 and 1 agree.
+    np.testing.assert_allclose(out[0, :2], out[1, :2], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(out[0, 3], out[1, 3])
+
+
 def test_unknown_pooling_is_refused():
-    with pytest.raises(ConfigError, match="history_pooling must be mean, attention or gru"):
+    with pytest.raises(ConfigError, match="history_pooling must be mean, attention, gru or"):
         ModelConfig(history_pooling="max")

@@ -76,6 +76,9 @@ class HistoryEmbedding(FeatureEmbedding):
       - `attention`: a softmax-weighted mean, each item's weight learned from its embedding and
         its position counted from the most recent (recency).
       - `gru`: the final state of a GRU (`dim` units) run over the items oldest first.
+      - `transformer`: one causal self-attention block over the items plus learned position
+        embeddings (SASRec, Kang & McAuley 2018): two heads, residuals, layer norms and a
+        feed-forward layer; the summary is the most recent position's output.
     An all-padding history gives zeros.
     """
 
@@ -91,6 +94,8 @@ class HistoryEmbedding(FeatureEmbedding):
             )
         elif pooling == "gru":
             self.gru = tf.keras.layers.GRU(spec.embedding_dim, name="gru")
+        elif pooling == "transformer":
+            self.block = _SelfAttentionBlock(spec.max_values, spec.embedding_dim, name="block")
 
     def call(self, values: tf.Tensor) -> tf.Tensor:
         codes = self.codes(values)
@@ -101,6 +106,9 @@ class HistoryEmbedding(FeatureEmbedding):
         elif self.pooling == "gru":
             summary = self.gru(embedded, mask=mask)
             summary *= tf.cast(tf.reduce_any(mask, axis=1, keepdims=True), summary.dtype)
+        elif self.pooling == "transformer":
+            summary = self.block(embedded, mask)[:, -1, :]
+            summary *= tf.cast(mask[:, -1:], summary.dtype)
         else:
             summary = _masked_mean(embedded, mask)
         last = embedded[:, -1, :] * tf.cast(mask[:, -1:], embedded.dtype)
@@ -114,4 +122,34 @@ class HistoryEmbedding(FeatureEmbedding):
         return tf.reduce_sum(embedded * weights[:, :, None], axis=1)
 
 
-HISTORY_POOLINGS = ("mean", "attention", "gru")
+class _SelfAttentionBlock(tf.keras.layers.Layer):
+    """One SASRec block: causal multi-head self-attention and a feed-forward layer.
+
+    Inputs: `[batch, H, dim]` item embeddings (most recent last) and their `[batch, H]` bool
+    mask (False = padding). Output: `[batch, H, dim]`; position t sees positions <= t only.
+    """
+
+    def __init__(self, length: int, dim: int, heads: int = 2, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.positions = self.add_weight(
+            name="positions",
+            shape=(length, dim),
+            initializer=tf.keras.initializers.RandomNormal(stddev=0.02),
+        )
+        self.attention = tf.keras.layers.MultiHeadAttention(
+            heads, key_dim=max(1, dim // heads), name="attention"
+        )
+        self.attention_norm = tf.keras.layers.LayerNormalization(name="attention_norm")
+        self.feed_forward = tf.keras.layers.Dense(dim, activation="relu", name="feed_forward")
+        self.output_norm = tf.keras.layers.LayerNormalization(name="output_norm")
+
+    def call(self, embedded: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        x = embedded + self.positions[None, :, :]
+        length = tf.shape(x)[1]
+        causal = tf.linalg.band_part(tf.ones((length, length), tf.bool), -1, 0)
+        attend = tf.logical_and(causal[None, :, :], mask[:, None, :])  # [batch, query, key]
+        x = self.attention_norm(x + self.attention(x, x, attention_mask=attend))
+        return self.output_norm(x + self.feed_forward(x))
+
+
+HISTORY_POOLINGS = ("mean", "attention", "gru", "transformer")
