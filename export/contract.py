@@ -13,6 +13,11 @@ SIMILAR_ITEMS = "similar_items"
 QUERY_EMBEDDING = "query_embedding"
 CANDIDATE_EMBEDDING = "candidate_embedding"
 ITEM_TITLES = "item_titles"  # item_ids [batch, n] -> titles [batch, n], for readable results.
+# serving_default's inputs plus K, ALLOW and FILTERS: request-time filters and per-row k.
+RECOMMEND_FILTERED = "recommend_filtered"
+# recommend's inputs (request-time context and EXCLUDE) plus K, ALLOW and FILTERS.
+RECOMMEND_FILTERED_CONTEXT = "recommend_filtered_context"
+FILTERED_SIGNATURES = (RECOMMEND_FILTERED, RECOMMEND_FILTERED_CONTEXT)
 ALL_SIGNATURES = (
     SERVING_DEFAULT,
     RECOMMEND,
@@ -20,6 +25,7 @@ ALL_SIGNATURES = (
     QUERY_EMBEDDING,
     CANDIDATE_EMBEDDING,
     ITEM_TITLES,
+    *FILTERED_SIGNATURES,
 )
 
 # Input keys.
@@ -27,6 +33,14 @@ USER_ID = "user_id"  # DT_STRING [batch]
 ITEM_ID = "item_id"  # DT_STRING [batch]
 HISTORY = "history"  # DT_STRING [batch, H], most recent last, padded with "".
 EXCLUDE = "exclude"  # DT_STRING [batch, E], padded with "".
+# Inputs of the filtered signatures. An item passes a row's FILTERS when, for every feature the
+# row names, it has one of the listed values (OR within a feature, AND across features; a
+# multi-valued feature passes when any of the item's values is listed). An unknown value matches
+# nothing; an unknown feature, or a pair that is not "feature=value", is INVALID_ARGUMENT.
+K = "k"  # DT_INT32 [batch]: results wanted in this row, 1..the exported maximum k.
+ALLOW = "allow"  # DT_STRING [batch, A]: only these item ids; a row of all "" allows every item.
+FILTERS = "filters"  # DT_STRING [batch, F]: "feature=value" pairs; "" entries are ignored.
+FILTER_SEPARATOR = "="
 
 # Output keys.
 ITEM_IDS = "item_ids"  # DT_STRING [batch, k]

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from export import contract
 from export.index import IndexConfig, build_index, resolved_parameters
+from export.item_filters import item_feature_codes
 from export.model_card import model_card
 from export.signatures import BakedUsers, ServingModule
 from export.specs import signature_specs
@@ -188,21 +189,37 @@ def warmup_requests(
             context[name] = np.full((len(sample_users), 1), b"")
         else:
             context[name] = np.full(len(sample_users), b"")
+    exclude = {contract.EXCLUDE: np.tile(sample_items[:1], (len(sample_users), 1)).astype(bytes)}
+    filtered = filtered_warmup_inputs(module, sample_items)
     by_signature = {
         contract.SERVING_DEFAULT: {contract.USER_ID: sample_users.astype(bytes)},
-        contract.RECOMMEND: {
-            **context,
-            contract.EXCLUDE: np.tile(sample_items[:1], (len(sample_users), 1)).astype(bytes),
-        },
+        contract.RECOMMEND: {**context, **exclude},
         contract.SIMILAR_ITEMS: {contract.ITEM_ID: sample_items.astype(bytes)},
         contract.QUERY_EMBEDDING: context,
         contract.CANDIDATE_EMBEDDING: {contract.ITEM_ID: sample_items.astype(bytes)},
         contract.ITEM_TITLES: {contract.ITEM_IDS: sample_items[None, :].astype(bytes)},
+        contract.RECOMMEND_FILTERED: {contract.USER_ID: sample_users.astype(bytes), **filtered},
+        contract.RECOMMEND_FILTERED_CONTEXT: {**context, **exclude, **filtered},
     }
     return [
         WarmupRequest(contract.DEFAULT_MODEL_NAME, name, inputs)
         for name, inputs in by_signature.items()
     ]
+
+
+def filtered_warmup_inputs(
+    module: ServingModule, sample_items: np.ndarray
+) -> dict[str, np.ndarray]:
+    """K, ALLOW and FILTERS of 4 rows: a filter on an item feature (when the catalog has one), an
+    allow-list, both, and neither; k 1, the maximum, 2 and the maximum."""
+    pair = module.item_filters.example
+    allow = sample_items[:2].astype(bytes)
+    none = np.array([b"", b""], dtype=object)
+    return {
+        contract.K: np.array([1, module.k, min(2, module.k), module.k], dtype=np.int32),
+        contract.ALLOW: np.stack([none, allow, allow, none]),
+        contract.FILTERS: np.array([[pair], [""], [pair], [""]], dtype=object).astype(bytes),
+    }
 
 
 def build_module(
@@ -232,6 +249,7 @@ def build_module(
         candidate_embeddings=embeddings,
         users=users,
         k=k,
+        item_features=item_feature_codes(tables.item_features(catalog)),
     )
     parameters = {
         "kind": config.index.kind,
@@ -265,6 +283,11 @@ def _write_version(run: Run, config: ExportConfig, staging: Path, version: int) 
         known_through=config.resolved_known_through,
         signatures={name: signature_specs(fn).to_json() for name, fn in signatures.items()},
     )
+    card["filters"] = {
+        "features": module.item_filters.describe(),
+        "max_k": module.k,
+        "search": asdict(module.filtered_search),
+    }
     card["export"] = {
         **asdict(config),
         "known_through": config.resolved_known_through,

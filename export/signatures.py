@@ -14,7 +14,9 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from export import contract
+from export.filtered import FilteredSearchConfig, filtered_top_k
 from export.index import retrieve
+from export.item_filters import FilterIndex, ItemFeatureCodes, check_any
 from tfrs_model.features.spec import HISTORY, USER_ID, FeatureSet, FeatureSpec
 
 NO_ITEM = -1  # identifier used for padding and for items outside the catalog
@@ -104,12 +106,16 @@ class ServingModule(tf.Module):
         candidate_embeddings: np.ndarray,
         users: BakedUsers,
         k: int,
+        item_features: ItemFeatureCodes | None = None,
+        filtered_search: FilteredSearchConfig | None = None,
     ) -> None:
         super().__init__(name="twotower")
         self.query_model = query_model
         self.candidate_model = candidate_model
         self.index = index
         self.k = int(k)
+        self.item_filters = FilterIndex(item_features or ItemFeatureCodes({}, {}))
+        self.filtered_search = filtered_search or FilteredSearchConfig()
         self._query_specs = {s.name: s for s in features.query}
         self._history_length = (
             self._query_specs[HISTORY].max_values if HISTORY in self._query_specs else 0
@@ -183,6 +189,58 @@ class ServingModule(tf.Module):
         item_ids = tf.where(rows >= 0, item_ids, contract.PAD)
         return {contract.ITEM_IDS: item_ids, contract.SCORES: scores}
 
+    def _filtered_top_k(
+        self, queries: tf.Tensor, excluded_rows: tf.Tensor, inputs: dict[str, tf.Tensor]
+    ) -> dict[str, tf.Tensor]:
+        """Top `inputs[K]` items per row among those passing `ALLOW` and `FILTERS`.
+
+        Args:
+          queries: `[B, d]`; excluded_rows: `[B, E]` catalog rows never returned (-1 padding);
+          inputs: holds K `[B]` int32, ALLOW `[B, A]` and FILTERS `[B, F]` strings.
+
+        Returns:
+          ITEM_IDS `[B, k]` and SCORES `[B, k]` (k = the exported maximum), "" and -inf past
+          each row's k or its passing items.
+        """
+        k = inputs[contract.K]
+        feature_ids, value_codes, checks = self.item_filters.parse(inputs[contract.FILTERS])
+        checks.append(
+            check_any(
+                (k < 1) | (k > self.k),
+                k,
+                f"k must be between 1 and the exported maximum of {self.k} in every row; got ",
+                "",
+            )
+        )
+        with tf.control_dependencies(checks):
+            mask = self._allowed(inputs[contract.ALLOW], excluded_rows)
+            mask = self.item_filters.pass_mask(mask, feature_ids, value_codes)
+            scores, rows = filtered_top_k(
+                self.index,
+                self.candidate_embeddings.read_value(),
+                queries,
+                k,
+                self.k,
+                mask,
+                self.filtered_search,
+            )
+        item_ids = tf.where(rows >= 0, tf.gather(self.catalog_ids, tf.maximum(rows, 0)), "")
+        return {contract.ITEM_IDS: item_ids, contract.SCORES: scores}
+
+    def _allowed(self, allow: tf.Tensor, excluded_rows: tf.Tensor) -> tf.Tensor:
+        """`[B, N]` bool: the allow-list (every item for a row of all ""), minus exclusions.
+
+        An allowed id outside the catalog allows nothing, so a list of only unknown ids passes
+        no item.
+        """
+        batch = tf.shape(allow, out_type=tf.int64)[0]
+        num_items = tf.shape(self.catalog_ids, out_type=tf.int64)[0]
+        listed = tf.reduce_any(tf.not_equal(allow, contract.PAD), axis=1)
+        allow_rows = self._item_rows_of(allow)
+        on_list = _scatter_rows(allow_rows, batch, num_items)
+        mask = on_list | ~listed[:, None]
+        return mask & ~_scatter_rows(excluded_rows, batch, num_items)
+
     def _item_rows_of(self, item_ids: tf.Tensor) -> tf.Tensor:
         return self.item_rows.lookup(item_ids)
 
@@ -213,6 +271,14 @@ class ServingModule(tf.Module):
     def recommend(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         queries = self.query_model(self._request_context(inputs))
         return self._top_k(queries, self._item_rows_of(inputs[contract.EXCLUDE]))
+
+    def recommend_filtered(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        features, excluded = self._baked_context(inputs[contract.USER_ID])
+        return self._filtered_top_k(self.query_model(features), excluded, inputs)
+
+    def recommend_filtered_context(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        queries = self.query_model(self._request_context(inputs))
+        return self._filtered_top_k(queries, self._item_rows_of(inputs[contract.EXCLUDE]), inputs)
 
     def similar_items(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         item_id = inputs[contract.ITEM_ID]
@@ -251,6 +317,11 @@ class ServingModule(tf.Module):
         exclude = {contract.EXCLUDE: tf.TensorSpec([None, None], string, name=contract.EXCLUDE)}
         items_2d = {contract.ITEM_IDS: tf.TensorSpec([None, None], string, name=contract.ITEM_IDS)}
         context = self.context_specs()
+        filtered = {
+            contract.K: tf.TensorSpec([None], tf.int32, name=contract.K),
+            contract.ALLOW: tf.TensorSpec([None, None], string, name=contract.ALLOW),
+            contract.FILTERS: tf.TensorSpec([None, None], string, name=contract.FILTERS),
+        }
         plan = {
             contract.SERVING_DEFAULT: (self.serving_default, user),
             contract.RECOMMEND: (self.recommend, {**context, **exclude}),
@@ -258,8 +329,21 @@ class ServingModule(tf.Module):
             contract.QUERY_EMBEDDING: (self.query_embedding, context),
             contract.CANDIDATE_EMBEDDING: (self.candidate_embedding, item),
             contract.ITEM_TITLES: (self.item_titles, items_2d),
+            contract.RECOMMEND_FILTERED: (self.recommend_filtered, {**user, **filtered}),
+            contract.RECOMMEND_FILTERED_CONTEXT: (
+                self.recommend_filtered_context,
+                {**context, **exclude, **filtered},
+            ),
         }
         return {
             name: tf.function(method).get_concrete_function(spec)
             for name, (method, spec) in plan.items()
         }
+
+
+def _scatter_rows(rows: tf.Tensor, batch: tf.Tensor, num_items: tf.Tensor) -> tf.Tensor:
+    """`[batch, num_items]` bool, True at each row's catalog `rows` (`[batch, n]`, -1 skipped)."""
+    where = tf.where(rows >= 0)  # [m, 2]: (batch row, column of rows)
+    indices = tf.stack([where[:, 0], tf.cast(tf.gather_nd(rows, where), tf.int64)], axis=1)
+    empty = tf.zeros(tf.stack([batch, num_items]), tf.bool)
+    return tf.tensor_scatter_nd_update(empty, indices, tf.ones([tf.shape(indices)[0]], tf.bool))

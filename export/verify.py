@@ -35,6 +35,10 @@ _EXPECTED_OUTPUTS = {
     contract.QUERY_EMBEDDING: {contract.EMBEDDING: "float32"},
     contract.CANDIDATE_EMBEDDING: {contract.EMBEDDING: "float32"},
     contract.ITEM_TITLES: {contract.TITLES: "string"},
+    **{
+        name: {contract.ITEM_IDS: "string", contract.SCORES: "float32"}
+        for name in contract.FILTERED_SIGNATURES
+    },
 }
 
 
