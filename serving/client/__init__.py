@@ -22,6 +22,8 @@ from serving.client.client import TwoTowerClient
 from serving.client.errors import ResponseError, ServingError, hint_for
 from serving.client.requests import (
     build_predict_request,
+    filter_pairs,
+    filtered_inputs,
     fit_inputs,
     model_spec,
     pad_ragged,
@@ -57,6 +59,8 @@ __all__ = [
     "build_predict_request",
     "channel_options",
     "create_channel",
+    "filter_pairs",
+    "filtered_inputs",
     "fit_inputs",
     "hint_for",
     "model_spec",

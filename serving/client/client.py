@@ -38,7 +38,9 @@ from serving.client.errors import ServingError
 from serving.client.requests import (
     build_predict_request,
     decode_strings,
+    filtered_inputs,
     fit_inputs,
+    max_k_of,
     model_spec,
     pad_ragged,
     parse_metadata,
@@ -123,6 +125,23 @@ class TwoTowerClient:
         batch = len(next(iter(inputs.values())))
         return fit_inputs(signature_of(metadata, signature), inputs, batch)
 
+    def _with_filters(
+        self,
+        signature: str,
+        inputs: Mapping[str, np.ndarray],
+        k: int | None,
+        allow: Sequence[str] | None,
+        filters: Mapping[str, Sequence[str]] | Sequence[str] | None,
+        timeout_s: float | None,
+    ) -> dict[str, np.ndarray]:
+        """`inputs` plus K (the exported maximum when None), ALLOW and FILTERS, fitted."""
+        metadata = self._metadata or self.metadata(timeout_s)
+        description = signature_of(metadata, signature)
+        batch = len(next(iter(inputs.values())))
+        k = max_k_of(description) if k is None else k
+        given = {**inputs, **filtered_inputs(batch, k, allow, filters)}
+        return fit_inputs(description, given, batch)
+
     def predict(
         self,
         inputs: Mapping[str, np.ndarray | Sequence[Any]],
@@ -175,6 +194,8 @@ class TwoTowerClient:
         k: int | None = None,
         signature: str = contract.SERVING_DEFAULT,
         *,
+        allow: Sequence[str] | None = None,
+        filters: Mapping[str, Sequence[str]] | Sequence[str] | None = None,
         with_titles: bool = False,
         timeout_s: float | None = None,
     ) -> list[list[Recommendation]]:
@@ -183,19 +204,29 @@ class TwoTowerClient:
         Args:
           user_ids: [batch] user ids, sent in one request.
           k: keep the best k of each list; None keeps all the export returns (the export fixes
-            the largest k).
-          signature: `serving_default` or another signature with the same inputs and outputs.
+            the largest k). With `allow` or `filters` the server computes exactly k per row.
+          signature: `serving_default` or another signature with the same inputs and outputs;
+            `allow` or `filters` switch `serving_default` to `recommend_filtered`.
+          allow: only these item ids (for every user); None: every item.
+          filters: item feature values, `{"lang": ["hi", "en"], "country": ["IN"]}` or
+            `["lang=hi", "lang=en", "country=IN"]`: an item passes when, for every feature
+            named, it has one of the listed values. None: no filter.
           with_titles: also fetch titles through the `item_titles` signature (a second call).
 
         Returns:
           Per user, in request order, the recommendations best first. Padding ids are dropped.
 
         Raises:
-          ConfigError: no user ids, or k < 1.
-          ServingError, ResponseError: as for `predict`.
+          ConfigError: no user ids, k < 1, or a malformed filter.
+          ServingError, ResponseError: as for `predict`; INVALID_ARGUMENT for an unknown filter
+            feature or k over the exported maximum.
         """
         _check_batch("user id", user_ids, k)
         inputs = {contract.USER_ID: string_array(user_ids)}
+        if signature == contract.SERVING_DEFAULT and (allow is not None or filters is not None):
+            signature = contract.RECOMMEND_FILTERED
+        if signature == contract.RECOMMEND_FILTERED:
+            inputs = self._with_filters(signature, inputs, k, allow, filters, timeout_s)
         return self._ranked(inputs, signature, k, with_titles, timeout_s)
 
     def recommend_with_context(
@@ -206,6 +237,8 @@ class TwoTowerClient:
         exclude: Sequence[Sequence[str]] | None = None,
         k: int | None = None,
         *,
+        allow: Sequence[str] | None = None,
+        filters: Mapping[str, Sequence[str]] | Sequence[str] | None = None,
         with_titles: bool = False,
         timeout_s: float | None = None,
     ) -> list[list[Recommendation]]:
@@ -217,7 +250,8 @@ class TwoTowerClient:
             `contract.PAD`). None: no history.
           features: extra query features by input key, one value (or list of strings) per user.
           exclude: per user, item ids never to return (ragged; padded). None: exclude nothing.
-          k, with_titles, timeout_s: as for `recommend`.
+          k, allow, filters, with_titles, timeout_s: as for `recommend`; `allow` or `filters`
+            call `recommend_filtered_context` instead of `recommend`.
 
         Context inputs the signature takes but that are not given are sent as padding
         (`fit_inputs`); the signature's inputs come from GetModelMetadata, read once per client.
@@ -228,10 +262,13 @@ class TwoTowerClient:
           ServingError, ResponseError: as for `predict`.
         """
         _check_batch("user id", user_ids, k)
-        inputs = self._fitted(
-            contract.RECOMMEND, recommend_inputs(user_ids, history, exclude, features), timeout_s
-        )
-        return self._ranked(inputs, contract.RECOMMEND, k, with_titles, timeout_s)
+        given = recommend_inputs(user_ids, history, exclude, features)
+        if allow is None and filters is None:
+            inputs = self._fitted(contract.RECOMMEND, given, timeout_s)
+            return self._ranked(inputs, contract.RECOMMEND, k, with_titles, timeout_s)
+        signature = contract.RECOMMEND_FILTERED_CONTEXT
+        inputs = self._with_filters(signature, given, k, allow, filters, timeout_s)
+        return self._ranked(inputs, signature, k, with_titles, timeout_s)
 
     def similar_items(
         self,

@@ -113,6 +113,76 @@ def recommend_inputs(
     return inputs
 
 
+def filter_pairs(filters: Mapping[str, Sequence[str]] | Sequence[str]) -> list[str]:
+    """ "feature=value" strings of `filters`: `{"lang": ["hi", "en"]}` or `["lang=hi", ...]`.
+
+    Raises:
+      ConfigError: a feature name that is empty or holds "=", an empty value, or a string that is
+        not "feature=value" (the server would answer INVALID_ARGUMENT).
+    """
+    sep = contract.FILTER_SEPARATOR
+    if isinstance(filters, Mapping):
+        pairs = []
+        for feature, values in filters.items():
+            if not feature or sep in feature:
+                raise ConfigError(f"filter feature {feature!r} must be non-empty, without {sep!r}")
+            if isinstance(values, str):
+                values = [values]
+            pairs += [f"{feature}{sep}{value}" for value in values]
+    else:
+        pairs = list(filters)
+    for pair in pairs:
+        feature, _, value = pair.partition(sep)
+        if not feature or not value:
+            raise ConfigError(
+                f"filter {pair!r} is not feature{sep}value with both parts non-empty, "
+                f"e.g. genres{sep}Comedy"
+            )
+    return pairs
+
+
+def filtered_inputs(
+    batch: int,
+    k: int,
+    allow: Sequence[str] | None = None,
+    filters: Mapping[str, Sequence[str]] | Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """K, ALLOW and FILTERS of a filtered signature, the same for each of `batch` rows.
+
+    Args:
+      k: results per row, 1..the exported maximum.
+      allow: only these item ids; None or empty: every item.
+      filters: see `filter_pairs`; None or empty: no filter.
+
+    Returns:
+      K `[batch]` int32, ALLOW `[batch, A]` and FILTERS `[batch, F]` DT_STRING (padded with "").
+
+    Raises:
+      ConfigError: k < 1, or a malformed filter.
+    """
+    if k < 1:
+        raise ConfigError(f"k must be at least 1, not {k}")
+    pairs = filter_pairs(filters or [])
+    return {
+        contract.K: np.full(batch, k, dtype=np.int32),
+        contract.ALLOW: pad_ragged([list(allow or [])] * batch),
+        contract.FILTERS: pad_ragged([pairs] * batch),
+    }
+
+
+def max_k_of(signature: SignatureDescription) -> int:
+    """The exported maximum k: the width of the signature's ITEM_IDS output.
+
+    Raises:
+      ConfigError: the signature does not declare it; pass k.
+    """
+    spec = signature.outputs.get(contract.ITEM_IDS)
+    width = None if spec is None or spec.shape is None or len(spec.shape) != 2 else spec.shape[1]
+    if width is None:
+        raise ConfigError(f"signature {signature.name!r} does not declare its k; pass k")
+    return width
+
+
 def fit_inputs(
     signature: SignatureDescription, inputs: Mapping[str, np.ndarray], batch: int
 ) -> dict[str, np.ndarray]:

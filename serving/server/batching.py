@@ -8,7 +8,9 @@ With a timeout of 0 (the default) a call never waits for company: batches form o
 that queued up while the workers were busy, so batching costs no latency when the server idles.
 
 Only signatures whose inputs and outputs all have a free 0th dimension can be batched; the
-others are called directly.
+others are called directly. When the model rejects a merged call as INVALID_ARGUMENT (a value one
+call sent, such as an unknown filter feature), each call of the batch is run alone, so only the
+bad one fails.
 """
 
 from __future__ import annotations
@@ -207,6 +209,15 @@ class BatchScheduler:
                     key: array[start : start + task.rows] for key, array in outputs.items()
                 }
                 start += task.rows
+        except StatusError as error:
+            if len(batch) > 1 and error.code == grpc.StatusCode.INVALID_ARGUMENT:
+                # The model rejected a value of one call (an unknown filter feature, a k out of
+                # range): answer each call alone, so only that one fails, not its batch-mates.
+                for task in batch:
+                    self._run([task])
+                return
+            for task in batch:
+                task.error = error
         except BaseException as error:
             for task in batch:
                 task.error = error

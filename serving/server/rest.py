@@ -467,8 +467,16 @@ def _leaf(value: Any, target: np.dtype, name: str) -> Any:
         raise invalid_argument(
             f"input {name!r} expects numbers ({target}), got {json.dumps(value)}"
         )
-    if target.kind in "iu" and not isinstance(value, int):
-        raise invalid_argument(f"input {name!r} expects integers ({target}), got {value}")
+    if target.kind in "iu":
+        if not isinstance(value, int):
+            raise invalid_argument(f"input {name!r} expects integers ({target}), got {value}")
+        bounds = np.iinfo(target)
+        if not bounds.min <= value <= bounds.max:
+            # numpy would raise OverflowError (a 500) building the array.
+            raise invalid_argument(
+                f"input {name!r} expects {target} values in [{bounds.min}, {bounds.max}], "
+                f"got {value}"
+            )
     return value
 
 

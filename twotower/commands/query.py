@@ -29,14 +29,25 @@ class QueryRequest:
       ids: user ids, or item ids for `similar_items`; sent in one request.
       signature: a signature returning ITEM_IDS and SCORES (serving_default, recommend,
         similar_items).
-      k: keep the best k per list; None keeps all.
+      k: keep the best k per list; None keeps all. With `allow` or `filters`, the server
+        returns k per user (None: the exported maximum).
       titles: fetch titles when the model has the `item_titles` signature.
+      allow: only these item ids; empty: every item.
+      filters: "feature=value" pairs (OR within a feature, AND across features); with `allow`,
+        they turn serving_default into recommend_filtered and recommend into
+        recommend_filtered_context.
     """
 
     ids: tuple[str, ...]
     signature: str = contract.SERVING_DEFAULT
     k: int | None = None
     titles: bool = True
+    allow: tuple[str, ...] = ()
+    filters: tuple[str, ...] = ()
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.allow or self.filters)
 
 
 def run_query(config: ClientConfig, request: QueryRequest) -> QueryResult:
@@ -59,16 +70,24 @@ def run_query(config: ClientConfig, request: QueryRequest) -> QueryResult:
             )
         with_titles = request.titles and metadata.has_signature(contract.ITEM_TITLES)
         ids, k = list(request.ids), request.k
+        narrow = (
+            {"allow": list(request.allow), "filters": list(request.filters)}
+            if request.filtered
+            else {}
+        )
         if request.signature == contract.SIMILAR_ITEMS:
             lists = client.similar_items(ids, k, with_titles=with_titles)
+            answered = request.signature
         elif request.signature == contract.RECOMMEND:
-            lists = client.recommend_with_context(ids, k=k, with_titles=with_titles)
+            lists = client.recommend_with_context(ids, k=k, with_titles=with_titles, **narrow)
+            answered = contract.RECOMMEND_FILTERED_CONTEXT if narrow else request.signature
         else:
-            lists = client.recommend(ids, k, request.signature, with_titles=with_titles)
+            lists = client.recommend(ids, k, request.signature, with_titles=with_titles, **narrow)
+            answered = contract.RECOMMEND_FILTERED if narrow else request.signature
     return QueryResult(
         model_name=metadata.model_name or config.model_name,
         version=metadata.version,
-        signature=request.signature,
+        signature=answered,
         query_ids=tuple(request.ids),
         recommendations=tuple(tuple(ranked) for ranked in lists),
         titles_fetched=with_titles,
@@ -149,6 +168,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"{contract.SERVING_DEFAULT} (default), {contract.RECOMMEND} or "
         f"{contract.SIMILAR_ITEMS}",
     )
+    parser.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="FEATURE=V1[,V2...]",
+        help="only items with one of these values of an item feature, e.g. --filter lang=hi,en "
+        "--filter country=IN (values OR'ed, features AND'ed); asks recommend_filtered "
+        "(recommend_filtered_context with --signature recommend) for exactly --k items",
+    )
+    parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="ITEM_ID",
+        help="only these items; repeat for more (combines with --filter)",
+    )
     parser.add_argument("--no-titles", action="store_true", help="do not fetch titles")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.set_defaults(handler=run)
@@ -169,9 +204,38 @@ def query_request(args: argparse.Namespace) -> QueryRequest:
             f"--signature {args.signature} takes {flag} (at least one), and only that: "
             f"--item-id goes with {contract.SIMILAR_ITEMS}, --user-id with the others"
         )
+    if (args.filter or args.allow) and args.signature not in (
+        contract.SERVING_DEFAULT,
+        contract.RECOMMEND,
+    ):
+        raise ConfigError(
+            f"--filter and --allow go with --signature {contract.SERVING_DEFAULT} or "
+            f"{contract.RECOMMEND}, not {args.signature}"
+        )
     return QueryRequest(
-        ids=tuple(ids), signature=args.signature, k=args.k, titles=not args.no_titles
+        ids=tuple(ids),
+        signature=args.signature,
+        k=args.k,
+        titles=not args.no_titles,
+        allow=tuple(args.allow),
+        filters=tuple(pair for flag in args.filter for pair in filter_flag_pairs(flag)),
     )
+
+
+def filter_flag_pairs(flag: str) -> list[str]:
+    """`lang=hi,en` -> ["lang=hi", "lang=en"] (a value cannot hold a comma here).
+
+    Raises:
+      ConfigError: not FEATURE=VALUE[,VALUE...] with a feature and every value non-empty.
+    """
+    feature, sep, values = flag.partition(contract.FILTER_SEPARATOR)
+    listed = values.split(",")
+    if not sep or not feature or not all(listed):
+        raise ConfigError(
+            f"--filter {flag!r} must be FEATURE=VALUE[,VALUE...] with no empty part, "
+            "e.g. --filter lang=hi,en"
+        )
+    return [f"{feature}{contract.FILTER_SEPARATOR}{value}" for value in listed]
 
 
 def run(args: argparse.Namespace) -> int:
