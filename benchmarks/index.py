@@ -589,3 +589,160 @@ def render_sweep_markdown(result: dict[str, Any]) -> str:
         f"{table}\n"
         "Reproduce: `twotower bench index --sweep`.\n"
     )
+
+
+# Filters of `run_filtered_benchmark`: the fraction of the catalog each one keeps.
+FILTER_FRACTIONS = (0.5, 0.05, 0.001)
+TARGET_FILTERED_P99_MS = 5.0
+
+
+def filter_columns(num_items: int, fractions: Sequence[float], seed: int) -> dict[str, np.ndarray]:
+    """One scalar item feature per fraction p, `keep_<p>`, "yes" on a random p of the items
+    (exactly round(p * N) of them, independent of the embeddings), "no" on the others."""
+    rng = np.random.default_rng(seed + 1)
+    columns = {}
+    for fraction in fractions:
+        chosen = rng.choice(num_items, size=max(1, round(fraction * num_items)), replace=False)
+        values = np.full(num_items, "no", dtype=object)
+        values[chosen] = "yes"
+        columns[f"keep_{fraction:g}"] = values
+    return columns
+
+
+def measure_filtered(
+    kind: str,
+    candidates: np.ndarray,
+    queries: np.ndarray,
+    columns: dict[str, np.ndarray],
+    *,
+    k: int,
+    warmup: int = 20,
+) -> dict[str, Any]:
+    """Filtered top k through the export's filter path, one filter (`<feature>=yes`) at a time.
+
+    The path is the one `recommend_filtered` takes after its user lookup: `FilterIndex.parse`,
+    `pass_mask`, `filtered_top_k` (default `FilteredSearchConfig`), in one `tf.function`.
+
+    Returns:
+      {feature: {"passing", "latency_ms" (batch 1), "recall_at_k" against exact search over the
+       passing items}}.
+    """
+    import tensorflow as tf
+
+    from export.filtered import FilteredSearchConfig, filtered_top_k
+    from export.index import IndexConfig, build_index
+    from export.item_filters import FilterIndex, item_feature_codes
+
+    num_items, dim = candidates.shape
+    embeddings = tf.constant(candidates)
+    index = build_index(IndexConfig(kind=kind, k=k), embeddings, tf.range(num_items))
+    filters = FilterIndex(item_feature_codes(columns))
+    config = FilteredSearchConfig()
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, dim], tf.float32),
+            tf.TensorSpec([None, None], tf.string),
+        ]
+    )
+    def search(batch: tf.Tensor, pairs: tf.Tensor) -> tf.Tensor:
+        feature_ids, value_codes, checks = filters.parse(pairs)
+        with tf.control_dependencies(checks):
+            everything = tf.ones([tf.shape(batch)[0], num_items], tf.bool)
+            mask = filters.pass_mask(everything, feature_ids, value_codes)
+        ks = tf.fill([tf.shape(batch)[0]], k)
+        return filtered_top_k(index, embeddings, batch, ks, k, mask, config)[1]
+
+    measured = {}
+    for feature, values in columns.items():
+        passing = np.flatnonzero(values == "yes")
+        pair = tf.constant([[f"{feature}=yes"]])
+        singles = [tf.constant(queries[i : i + 1]) for i in range(queries.shape[0])]
+        latencies = _time_calls(lambda query, pair=pair: search(query, pair), singles, warmup)
+        found = np.concatenate([search(query, pair).numpy() for query in singles])
+        exact = passing[exact_top_k(candidates[passing], queries, k)]
+        measured[feature] = {
+            "passing": len(passing),
+            "latency_ms": latency_ms(latencies),
+            "recall_at_k": recall_at_k(found, exact, min(k, len(passing))),
+        }
+    return measured
+
+
+def run_filtered_benchmark(
+    num_items: int,
+    dim: int,
+    *,
+    num_queries: int = 1000,
+    k: int = 10,
+    seed: int = 0,
+    distribution: str = "clustered-normalized",
+    fractions: Sequence[float] = FILTER_FRACTIONS,
+) -> dict[str, Any]:
+    """Filtered recall@k and batch-1 latency for filters keeping each of `fractions` of the
+    catalog, with the ScaNN and the brute-force index.
+
+    Returns:
+      {"dataset", "k", "filters": {kind: `measure_filtered`}, "target": {..., "met"}} (the
+      target applies to ScaNN: recall@k >= 0.95 and p99 <= 5 ms for every filter).
+    """
+    from export.index import BRUTE_FORCE, SCANN
+
+    candidates, queries, description = synthetic_catalog(
+        num_items, dim, num_queries, distribution=distribution, seed=seed
+    )
+    columns = filter_columns(num_items, fractions, seed)
+    kinds = {}
+    for kind in (SCANN, BRUTE_FORCE):
+        kinds[kind] = measure_filtered(kind, candidates, queries, columns, k=k)
+        gc.collect()
+    scann = kinds[SCANN].values()
+    met = all(
+        m["recall_at_k"] >= TARGET_RECALL and m["latency_ms"]["p99"] <= TARGET_FILTERED_P99_MS
+        for m in scann
+    )
+    return {
+        "dataset": {**description, "num_items": num_items, "dim": dim, "num_queries": num_queries},
+        "k": k,
+        "filters": kinds,
+        "target": {
+            "recall_at_k": TARGET_RECALL,
+            "p99_ms": TARGET_FILTERED_P99_MS,
+            "met": bool(met),
+        },
+    }
+
+
+def render_filtered_markdown(result: dict[str, Any]) -> str:
+    """The `index_filtered` section of docs/benchmarks.md for a `run_filtered_benchmark` result."""
+    from benchmarks.report import markdown_table
+
+    data, k = result["dataset"], result["k"]
+    rows = [
+        [
+            kind,
+            feature,
+            f"{measured['passing']:,}",
+            f"{measured['latency_ms']['p50']:.3f}",
+            f"{measured['latency_ms']['p99']:.3f}",
+            f"{measured['recall_at_k']:.4f}",
+        ]
+        for kind, features in result["filters"].items()
+        for feature, measured in features.items()
+    ]
+    table = markdown_table(
+        ["index", "filter (=yes)", "items passing", "p50 ms", "p99 ms", f"recall@{k}"], rows
+    )
+    target = result["target"]
+    return (
+        "## Index: filtered search\n\n"
+        f"{data['num_items']:,} items x {data['dim']} dims, {_describe(data)}; each filter keeps "
+        "a random fraction of the items, independent of the embeddings. One query per call "
+        "through the filtered path of `recommend_filtered` (parse, pass mask, exact subset or "
+        "over-fetch), after warm-up; recall against exact numpy search over the passing items.\n\n"
+        f"{table}\n"
+        f"Target (ScaNN): recall@{k} >= {target['recall_at_k']} and p99 <= "
+        f"{target['p99_ms']} ms for every filter: {'met' if target['met'] else 'missed'}.\n\n"
+        f"Reproduce: `twotower bench index --filtered --items {data['num_items']} --dim "
+        f"{data['dim']} --queries {data['num_queries']} --k {k} --seed {data['seed']}`.\n"
+    )

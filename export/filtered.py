@@ -36,8 +36,8 @@ class FilteredSearchConfig:
     """
 
     exact_max_items: int = 2_000
-    safety: float = 3.0
-    max_fetch: int = 4_096
+    safety: float = 10.0
+    max_fetch: int = 8_192
 
     def __post_init__(self) -> None:
         if self.exact_max_items < 0 or self.safety < 1.0 or self.max_fetch < 1:
