@@ -39,6 +39,7 @@ TUTORIAL_MODEL = ModelConfig(
     use_item_features=False,
     use_history=False,
     id_dropout=0.0,
+    non_positive_weight=0.0,  # the harness trains every model on the positives it evaluates
 )
 TUTORIAL_TRAIN = TrainConfig(
     epochs=3,
@@ -54,11 +55,16 @@ TUTORIAL_TRAIN = TrainConfig(
 
 @dataclass(frozen=True)
 class Variant:
-    """A model configuration to train and rank under `name`."""
+    """A model configuration to train and rank under `name`.
+
+    `history_length`, when set, replaces the data config's (the history is built from the log
+    before the model sees it, so it is a data setting).
+    """
 
     name: str
     model: ModelConfig
     train: TrainConfig
+    history_length: int | None = None
 
 
 def default_variants(epochs: int | None = None) -> tuple[Variant, ...]:
@@ -96,7 +102,22 @@ def ablation_variants(base: Variant) -> tuple[Variant, ...]:
         Variant("hard negatives: top 32", replace(model, hard_negatives=32), train),
         Variant("attention history pooling", replace(model, history_pooling="attention"), train),
         Variant("GRU history pooling", replace(model, history_pooling="gru"), train),
+        Variant(
+            "transformer history pooling (SASRec block)",
+            replace(model, history_pooling="transformer"),
+            train,
+        ),
+        Variant("history of the last 40 items", model, train, history_length=40),
+        Variant(
+            "no history skip (histories end at the target)", model, replace(train, history_skip=0)
+        ),
+        Variant("history skip 16", model, replace(train, history_skip=16)),
+        Variant(
+            "positives only (non-positive weight 0)", replace(model, non_positive_weight=0.0), train
+        ),
+        Variant("non-positive weight 1.0", replace(model, non_positive_weight=1.0), train),
         Variant("+rating head (weight 1.0)", replace(model, rating_weight=1.0), train),
+        Variant("+like head (weight 1.0)", replace(model, like_weight=1.0), train),
         Variant("no history", replace(model, use_history=False), train),
         Variant(
             "no user or item features",
@@ -104,7 +125,8 @@ def ablation_variants(base: Variant) -> tuple[Variant, ...]:
             train,
         ),
     )
-    return (base, *(v for v in levers if (v.model, v.train) != (base.model, base.train)))
+    same = (base.model, base.train, base.history_length)
+    return (base, *(v for v in levers if (v.model, v.train, v.history_length) != same))
 
 
 def _timing(
@@ -134,6 +156,8 @@ def _train_variant(
     from tfrs_model.features.vocabulary import build_feature_set
     from tfrs_model.training import best_epoch, fit
 
+    if variant.history_length is not None:
+        data_config = dataclasses.replace(data_config, history_length=variant.history_length)
     config = RunConfig(data=data_config, model=variant.model, train=variant.train)
     features = build_feature_set(split, config.model, config.data)
     started = time.perf_counter()

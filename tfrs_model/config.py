@@ -127,7 +127,7 @@ class ModelConfig:
     hard_negatives: int = 0
     rating_weight: float = 0.0
     like_weight: float = 0.0
-    non_positive_weight: float = 0.0
+    non_positive_weight: float = 0.5
     use_user_features: bool = True
     use_item_features: bool = True
     use_history: bool = True
@@ -218,7 +218,7 @@ class TrainConfig:
     embedding_learning_rate: float = 0.1
     steps_per_execution: int = 32
     min_shard_bytes: int = 1 << 20
-    history_skip: int = 0
+    history_skip: int = 8
     seed: int = 42
     early_stopping_patience: int = 4
     strategy: Literal["default", "mirrored", "multi-worker", "parameter-server"] = "default"
