@@ -104,11 +104,16 @@ def test_reopened_run_reproduces_the_metrics(trained_run):
 def test_refit_trains_on_train_and_validation_for_the_best_epoch_count(trained_run):
     metrics = json.loads((trained_run.directory / "metrics.json").read_text())
     by_split = metrics["data"]["interactions_by_split"]
-    # One refit example per train or validation positive, for as many epochs as early stopping
-    # kept.
+    # One refit example per train or validation interaction (non-positives train retrieval with
+    # model.non_positive_weight), for as many epochs as early stopping kept.
+    assert trained_run.config.model.non_positive_weight > 0
     assert metrics["refit"] == {
         "epochs": metrics["best_epoch"],
-        "examples": by_split["train/positive"] + by_split["validation/positive"],
+        "examples": sum(
+            count
+            for name, count in by_split.items()
+            if name.split("/")[0] in ("train", "validation")
+        ),
     }
     assert trained_run.result.refit_epochs == metrics["best_epoch"]
     # The saved vocabularies are those of train + validation.
@@ -145,12 +150,11 @@ def test_without_refit_the_saved_weights_are_the_best_epochs(tmp_path, tiny_conf
 def test_production_fit_trains_on_every_split_after_reporting_test(trained_run):
     metrics = json.loads((trained_run.directory / "metrics.json").read_text())
     by_split = metrics["data"]["interactions_by_split"]
-    positives = sum(n for name, n in by_split.items() if name.endswith("/positive"))
-    # One production example per positive of any split, for the epochs early stopping kept.
+    # One production example per interaction of any split, for the epochs early stopping kept.
     assert metrics["production"] == {
         "trained": True,
         "epochs": metrics["best_epoch"],
-        "examples": positives,
+        "examples": sum(by_split.values()),
         "trained_on": ["train", "validation", "test"],
     }
     # The reported test metrics are those of the evaluation weights (weights/), recomputed here.
