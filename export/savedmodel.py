@@ -7,6 +7,7 @@ polling the base path never sees a half-written or unverified version.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -23,7 +24,16 @@ import pandas as pd
 import tensorflow as tf
 
 from export import contract
+from export.catalog_edits import (
+    CatalogEdits,
+    EditedCatalog,
+    apply_edits,
+    latest_edited_version,
+    read_edits,
+    write_edits,
+)
 from export.index import IndexConfig, build_index, resolved_parameters
+from export.item_files import ITEM_ID, TITLE, read_item_ids, read_new_items
 from export.item_filters import item_feature_codes
 from export.model_card import model_card
 from export.signatures import BakedUsers, ServingModule
@@ -45,6 +55,10 @@ SAVE_OPTIONS_NAMESPACES = ["Scann"]
 # What `serving_default` knows of each user: interactions before the test split, or all of them.
 VALIDATION, ALL = "validation", "all"
 KNOWN_THROUGH = (VALIDATION, ALL)
+# Where a version's catalog starts: the edits of the latest version of the same run and weights,
+# or the run's trained catalog.
+LATEST, TRAINED = "latest", "trained"
+CATALOG_FROM = (LATEST, TRAINED)
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,12 @@ class ExportConfig:
         and `validation` for evaluation weights.
       force: replace an existing version directory.
       verify: load and check the SavedModel in a fresh process before publishing it.
+      new_items: a CSV or Parquet file of items to add, embedded from their features
+        (`export.item_files`); None adds nothing.
+      remove_items: a text, CSV or Parquet file of item ids to remove; None removes nothing.
+      catalog_from: `latest` (default) applies the edits on top of those of the latest version
+        under `model_base_path` exported from the same run and weights; `trained` on top of
+        the run's trained catalog (`export.catalog_edits`).
     """
 
     run_dir: str
@@ -75,8 +95,15 @@ class ExportConfig:
     known_through: Literal["validation", "all"] | None = None
     force: bool = False
     verify: bool = True
+    new_items: str | None = None
+    remove_items: str | None = None
+    catalog_from: Literal["latest", "trained"] = LATEST
 
     def __post_init__(self) -> None:
+        if self.catalog_from not in CATALOG_FROM:
+            raise ExportError(
+                f"--catalog-from must be one of {CATALOG_FROM}, got {self.catalog_from!r}"
+            )
         if self.weights not in WEIGHTS:
             raise ExportError(f"--weights must be one of {WEIGHTS}, got {self.weights!r}")
         if self.known_through not in (None, *KNOWN_THROUGH):
@@ -101,6 +128,7 @@ class ExportResult:
     weights: str = PRODUCTION
     trained_on: tuple[str, ...] = ()
     known_through: str = ALL
+    catalog: dict[str, Any] = field(default_factory=dict)
 
 
 def existing_versions(base: Path) -> list[int]:
@@ -222,47 +250,78 @@ def filtered_warmup_inputs(
     }
 
 
+def edited_catalog(run: Run, config: ExportConfig, version: int) -> EditedCatalog:
+    """The catalog version `version` serves: the trained one with the config's edits applied.
+
+    Raises:
+      ExportError: an edit file is bad, or an edit breaks a rule of `export.catalog_edits`.
+    """
+    columns = run.split.data.item_features
+    base = Path(config.model_base_path)
+    earlier = [v for v in existing_versions(base) if v != version]
+    from_version = (
+        latest_edited_version(base, earlier, run.directory, config.weights)
+        if config.catalog_from == LATEST
+        else None
+    )
+    previous = (
+        read_edits(base / str(from_version), columns)
+        if from_version is not None
+        else CatalogEdits.none([ITEM_ID, TITLE, *(column.name for column in columns)])
+    )
+    new_items = read_new_items(Path(config.new_items), columns) if config.new_items else None
+    remove = read_item_ids(Path(config.remove_items)) if config.remove_items else None
+    return apply_edits(run.split.data.items, previous, new_items, remove, from_version)
+
+
 def build_module(
-    run: Run, config: ExportConfig
+    run: Run, config: ExportConfig, catalog: EditedCatalog
 ) -> tuple[ServingModule, BakedUsers, np.ndarray, dict]:
-    """The `ServingModule` of a run, with its index built over the whole catalog."""
+    """The `ServingModule` of a run, with its index built over the whole (edited) catalog.
+
+    Added items are embedded by the candidate tower from their features; their ids are out of
+    the vocabulary, so the id part of their embedding is the OOV bucket id dropout trained.
+    """
     model = run.load_model(config.weights)
     features = run.features_of(config.weights)
-    tables = FeatureTables(run.split.data)
-    items = run.split.data.items
-    catalog = items["item_id"].astype(str).to_numpy(dtype=object)
-    embeddings = embed(model.candidate_model, candidate_inputs(features, tables, catalog))
-    k = min(config.index.k, len(catalog))
+    data = dataclasses.replace(run.split.data, items=catalog.items)
+    tables = FeatureTables(data)
+    catalog_ids = catalog.items[ITEM_ID].astype(str).to_numpy(dtype=object)
+    embeddings = embed(model.candidate_model, candidate_inputs(features, tables, catalog_ids))
+    k = min(config.index.k, len(catalog_ids))
     index = build_index(
-        config.index, tf.constant(embeddings), tf.range(len(catalog), dtype=tf.int32)
+        config.index, tf.constant(embeddings), tf.range(len(catalog_ids), dtype=tf.int32)
     )
     users = bake_users(
-        run.split, features, tables, pd.Index(catalog), config.resolved_known_through
+        run.split, features, tables, pd.Index(catalog_ids), config.resolved_known_through
     )
     module = ServingModule(
         query_model=model.query_model,
         candidate_model=model.candidate_model,
         index=index,
         features=features,
-        catalog_ids=catalog,
-        catalog_titles=items["title"].astype(str).to_numpy(dtype=object),
+        catalog_ids=catalog_ids,
+        catalog_titles=catalog.items[TITLE].astype(str).to_numpy(dtype=object),
         candidate_embeddings=embeddings,
         users=users,
         k=k,
-        item_features=item_feature_codes(tables.item_features(catalog)),
+        item_features=item_feature_codes(tables.item_features(catalog_ids)),
+        withdrawn_ids=catalog.edits.removed,
     )
     parameters = {
         "kind": config.index.kind,
         "k": k,
-        **resolved_parameters(config.index, len(catalog)),
+        **resolved_parameters(config.index, len(catalog_ids)),
     }
-    return module, users, catalog, parameters
+    return module, users, catalog_ids, parameters
 
 
-def _write_version(run: Run, config: ExportConfig, staging: Path, version: int) -> None:
-    module, users, catalog, index_parameters = build_module(run, config)
+def _write_version(
+    run: Run, config: ExportConfig, staging: Path, version: int, catalog: EditedCatalog
+) -> None:
+    module, users, catalog_ids, index_parameters = build_module(run, config, catalog)
     signatures = module.signatures()
-    requests = warmup_requests(module, users, catalog)
+    requests = warmup_requests(module, users, catalog_ids)
     for request in requests:  # traces every signature and calls the index once before saving
         signatures[request.signature_name](**{k: tf.constant(v) for k, v in request.inputs.items()})
     tf.saved_model.save(
@@ -288,14 +347,16 @@ def _write_version(run: Run, config: ExportConfig, staging: Path, version: int) 
         "max_k": module.k,
         "search": asdict(module.filtered_search),
     }
+    card["catalog"] = catalog.describe()
     card["export"] = {
         **asdict(config),
         "known_through": config.resolved_known_through,
         "index": asdict(config.index),
     }
     (extra / contract.MODEL_CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n")
-    titles = run.split.data.items["title"].astype(str).to_numpy()
-    catalog_rows = [{"item_id": i, "title": t} for i, t in zip(catalog, titles, strict=True)]
+    write_edits(extra, catalog.edits)
+    titles = catalog.items[TITLE].astype(str).to_numpy()
+    catalog_rows = [{"item_id": i, "title": t} for i, t in zip(catalog_ids, titles, strict=True)]
     (extra / contract.CATALOG_FILE).write_text(json.dumps(catalog_rows) + "\n")
 
 
@@ -334,11 +395,13 @@ def export_run(config: ExportConfig) -> ExportResult:
     final = base / str(version)
     if final.exists() and not config.force:
         raise ExportError(f"{final} already exists; pass --force to replace it or omit --version")
+    # Before any work: a bad edit file or a refused id fails here, with nothing written.
+    catalog = edited_catalog(run, config, version)
     base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=base))
     try:
         try:
-            _write_version(run, config, staging / "model", version)
+            _write_version(run, config, staging / "model", version, catalog)
         except OSError as error:
             # Was uncaught: a full disk or a permission error reached `twotower export` as a
             # traceback, although a failed write is documented to raise ExportError.
@@ -360,4 +423,5 @@ def export_run(config: ExportConfig) -> ExportResult:
         weights=config.weights,
         trained_on=run.trained_on(config.weights),
         known_through=config.resolved_known_through,
+        catalog=catalog.describe(),
     )

@@ -108,6 +108,7 @@ class ServingModule(tf.Module):
         k: int,
         item_features: ItemFeatureCodes | None = None,
         filtered_search: FilteredSearchConfig | None = None,
+        withdrawn_ids: np.ndarray | None = None,
     ) -> None:
         super().__init__(name="twotower")
         self.query_model = query_model
@@ -126,6 +127,11 @@ class ServingModule(tf.Module):
         )
         self.candidate_embeddings = _frozen(candidate_embeddings, tf.float32)
         self.item_rows = _string_table(catalog_ids, default=NO_ITEM)
+        # Trained items removed from the catalog: their ids are still in the tower's vocabulary,
+        # so lookups of them go through an out-of-vocabulary id and answer as unknown items do.
+        # "" keeps the table non-empty and maps to itself.
+        withdrawn = np.array([contract.PAD, *(withdrawn_ids if withdrawn_ids is not None else [])])
+        self.withdrawn_rows = _string_table(withdrawn.astype(object), default=NO_ITEM)
         unknown_user = len(users.user_ids)
         self.user_rows = _string_table(users.user_ids, default=unknown_user)
         self.user_features = {
@@ -245,10 +251,13 @@ class ServingModule(tf.Module):
         return self.item_rows.lookup(item_ids)
 
     def _candidate_embedding(self, item_id: tf.Tensor) -> tf.Tensor:
-        """Stored embeddings for catalog items; the candidate tower (id only) for others."""
+        """Stored embeddings for catalog items; the candidate tower (id only) for others, with an
+        out-of-vocabulary id ("") for removed trained items."""
         rows = self._item_rows_of(item_id)
         stored = tf.gather(self.candidate_embeddings, tf.maximum(rows, 0))
-        computed = self.candidate_model(self._candidate_inputs(item_id))
+        withdrawn = self.withdrawn_rows.lookup(item_id) >= 0
+        tower_ids = tf.where(withdrawn, tf.fill(tf.shape(item_id), contract.PAD), item_id)
+        computed = self.candidate_model(self._candidate_inputs(tower_ids))
         return tf.where((rows >= 0)[:, None], stored, computed)
 
     def _candidate_inputs(self, item_id: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -5,7 +5,9 @@
    linked with ScaNN (or stock TF Serving, for brute force) can run it;
 2. it loads (with `import scann`), and every contract signature is present with its dtypes;
 3. the warm-up requests replay through every signature with outputs of the right shapes;
-4. for a ScaNN index, `similar_items` agrees with exact search over the candidate embeddings
+4. catalog edits (`catalog_edits.json`): added items are in the catalog, removed ones are not
+   and embed as unknown ids do;
+5. for a ScaNN index, `similar_items` agrees with exact search over the candidate embeddings
    (recall@10 on a sample of items).
 Exit status 0 and a JSON report on the last stdout line when every check passes.
 """
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from export import contract
+from export.catalog_edits import EDITS_FILE
 from export.loading import load_saved_model
 from export.warmup import read_warmup_file
 
@@ -136,6 +139,31 @@ def scann_recall(model, catalog: list[str], sample: int = 200, k: int = 10, seed
     return float(np.sum(hits) / (len(chosen) * k))
 
 
+def check_catalog_edits(model, extra: Path, catalog: list[str]) -> dict[str, Any]:
+    """Added items are in the catalog; removed ones are not, and embed as an unknown id does."""
+    import tensorflow as tf
+
+    path = extra / EDITS_FILE
+    if not path.is_file():
+        return {}
+    edits = json.loads(path.read_text())
+    added = [row["item_id"] for row in edits["added"]]
+    removed = edits["removed"]
+    known = set(catalog)
+    if not known.issuperset(added) or known.intersection(removed):
+        raise VerificationError(
+            "catalog.json disagrees with catalog_edits.json: an added item is missing or a "
+            "removed one is listed"
+        )
+    if removed:
+        embed = model.signatures[contract.CANDIDATE_EMBEDDING]
+        sample = tf.constant([*removed[:50], contract.PAD])  # "" is never a catalog id
+        vectors = embed(item_id=sample)[contract.EMBEDDING].numpy()
+        if not np.allclose(vectors[:-1], vectors[-1:]):
+            raise VerificationError("a removed item still embeds as the trained item it was")
+    return {"items_added": len(added), "items_removed": len(removed)}
+
+
 def verify(version_dir: Path) -> dict[str, Any]:
     """Runs every check; returns the report.
 
@@ -149,10 +177,9 @@ def verify(version_dir: Path) -> dict[str, Any]:
     report.update(replay_warmup(model, version_dir))
     extra = version_dir / contract.ASSETS_EXTRA
     card = json.loads((extra / contract.MODEL_CARD_FILE).read_text())
+    catalog = [row["item_id"] for row in json.loads((extra / contract.CATALOG_FILE).read_text())]
+    report.update(check_catalog_edits(model, extra, catalog))
     if card["index"]["kind"] == "scann":
-        catalog = [
-            row["item_id"] for row in json.loads((extra / contract.CATALOG_FILE).read_text())
-        ]
         recall = scann_recall(model, catalog)
         report["scann_recall_at_10"] = recall
         if recall < MIN_SCANN_RECALL:

@@ -34,6 +34,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "default for production weights) or those before the test split (validation, the "
         "default for evaluation weights)",
     )
+    edits = parser.add_argument_group(
+        "catalog edits without retraining (docs/serving.md: Adding and removing items)"
+    )
+    edits.add_argument(
+        "--new-items",
+        metavar="FILE",
+        help="CSV or Parquet of items to add, with the run's item columns (item_id, title and "
+        "each item feature; multi-valued ones as lists, or '|'-separated in CSV); embedded from "
+        "their features. Ids already in the catalog are refused",
+    )
+    edits.add_argument(
+        "--remove-items",
+        metavar="FILE",
+        help="item ids to remove: a text file (one per line) or CSV/Parquet with item_id",
+    )
+    edits.add_argument(
+        "--catalog-from",
+        choices=("latest", "trained"),
+        default="latest",
+        help="apply the edits on top of the latest version of this run and weights under the "
+        "base path (latest, default: earlier additions and removals carry over) or of the "
+        "run's trained catalog (trained)",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing version")
     parser.add_argument("--no-verify", action="store_true", help="skip the fresh-process check")
     parser.set_defaults(handler=run)
@@ -62,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
             known_through=args.known_through,
             force=args.force,
             verify=not args.no_verify,
+            new_items=args.new_items,
+            remove_items=args.remove_items,
+            catalog_from=args.catalog_from,
         )
     )
     recall = result.verification.get("scann_recall_at_10")
@@ -71,4 +97,22 @@ def run(args: argparse.Namespace) -> int:
         f"on {' + '.join(result.trained_on)}; history known through {result.known_through})"
         f"{checked}"
     )
+    print(catalog_line(result.catalog))
     return 0
+
+
+def catalog_line(catalog: dict) -> str:
+    """What the version's catalog holds and what this export changed (the model card's
+    `catalog` section)."""
+    start = (
+        f"version {catalog['base_version']}'s catalog"
+        if catalog["base_version"] is not None
+        else "the trained catalog"
+    )
+    return (
+        f"catalog: {catalog['items']} items; from {start}: "
+        f"{len(catalog['added_in_this_version'])} added, "
+        f"{len(catalog['removed_in_this_version'])} removed; relative to the "
+        f"{catalog['trained_items']} trained items: {len(catalog['added_item_ids'])} added, "
+        f"{len(catalog['removed_item_ids'])} removed"
+    )
