@@ -273,3 +273,12 @@ def test_bad_new_item_files_are_refused_with_the_field_and_the_fix(
     assert error.startswith("twotower export: error: ") and "Traceback" not in error
     assert re.search(message, error), error
     assert not base.exists() or not any(base.iterdir())  # nothing published, nothing staged
+
+
+def test_the_command_reports_what_was_added_and_removed(versions: dict):
+    from twotower.commands.export import catalog_line
+
+    assert catalog_line(read_model_card(versions["base"] / "3")["catalog"]) == (
+        "catalog: 101 items; from version 2's catalog: 1 added, 0 removed; relative to the 100 "
+        "trained items: 4 added, 3 removed"
+    )

@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         f"on {' + '.join(result.trained_on)}; history known through {result.known_through})"
         f"{checked}"
     )
-    print(catalog_line(result.catalog))
+    if result.catalog["added_item_ids"] or result.catalog["removed_item_ids"]:
+        print(catalog_line(result.catalog))  # a version with catalog edits says what they are
     return 0
 
 
