@@ -36,6 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=lambda text: tuple(int(seed) for seed in text.split(",")),
         help="comma-separated training seeds of the ablation (default 42,1,2)",
     )
+    parser.add_argument(
+        "--new-items",
+        action="store_true",
+        help="instead: hide the newest --new-fraction of items from training, add them through "
+        "`twotower export --new-items`, and rank them (benchmarks/new_items.py); prints the "
+        "table and JSON, records nothing",
+    )
+    parser.add_argument(
+        "--new-fraction", type=float, default=0.1, help="share of items hidden (default 0.1)"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -48,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     data = load_data(config, cache_dir(), environ=os.environ)
     if args.ablation:
         return _ablation(args, data, config)
+    if args.new_items:
+        return _new_items(args, data, config)
     variants = quality.default_variants(args.epochs)
     with tempfile.TemporaryDirectory(prefix="twotower-bench-quality-") as workdir:
         report, timings = quality.run_quality_benchmark(
@@ -81,4 +93,18 @@ def _ablation(args: argparse.Namespace, data, config) -> int:
     name = "quality_ablation" if args.out_name == "quality" else args.out_name
     record(name, {"dataset": config.dataset, "seeds": list(args.seeds), "variants": rows}, markdown)
     print(markdown)
+    return 0
+
+
+def _new_items(args: argparse.Namespace, data, config) -> int:
+    import dataclasses
+
+    from benchmarks import new_items
+
+    with tempfile.TemporaryDirectory(prefix="twotower-bench-new-items-") as workdir:
+        result = new_items.run_new_items_benchmark(
+            data, config, Path(workdir), args.new_fraction, args.epochs, args.index
+        )
+    print(new_items.new_items_markdown(result))
+    print(json.dumps({"dataset": config.dataset, **dataclasses.asdict(result)}, indent=2))
     return 0
