@@ -99,7 +99,7 @@ def test_ablation_moves_one_lever_per_variant_and_reports_each_seed_mean():
             for config, reference in ((variant.model, base.model), (variant.train, base.train))
             for f in dataclasses.fields(config)
             if getattr(config, f.name) != getattr(reference, f.name)
-        ]
+        ] + (["history_length"] if variant.history_length != base.history_length else [])
         # One lever each; dropping side features switches off both towers' features together.
         assert len(changed) == 1 or set(changed) == {"use_user_features", "use_item_features"}
     data = make_synthetic(num_users=80, num_items=40, interactions_per_user=15, seed=4)
