@@ -32,7 +32,7 @@ from tfrs_model.evaluation.baselines import PopularityBaseline, RandomBaseline
 from tfrs_model.evaluation.blocks import user_blocks
 from tfrs_model.evaluation.cold_start import COLD_KS
 from tfrs_model.evaluation.evaluate import evaluate_rankers
-from tfrs_model.evaluation.protocol import EvalSet, build_eval_set
+from tfrs_model.evaluation.protocol import EvalSet, build_eval_set, items_subset
 
 DEFAULT_FRACTION = 0.1
 MODEL = "two_tower (export --new-items)"
@@ -156,16 +156,7 @@ def trained_reference_set(run_split: SplitData, size: int, seed: int) -> EvalSet
     full = build_eval_set(run_split, TEST)
     with_positive = np.flatnonzero(np.asarray(full.relevant.sum(axis=0)).ravel() > 0)
     chosen = np.sort(np.random.default_rng(seed).choice(with_positive, size, replace=False))
-    relevant = full.relevant[:, chosen].tocsr()
-    keep = np.diff(relevant.indptr) > 0
-    return dataclasses.replace(
-        full,
-        user_ids=full.user_ids[keep],
-        catalog=full.catalog[chosen],
-        relevant=relevant[keep],
-        excluded=full.excluded[:, chosen].tocsr()[keep],
-        total_users=None,
-    )
+    return items_subset(full, chosen)
 
 
 def run_new_items_benchmark(
@@ -178,10 +169,9 @@ def run_new_items_benchmark(
     seed: int = 0,
 ) -> NewItemsResult:
     """Hides the newest items, trains without them, adds them by export, and scores them."""
-    from export.index import IndexConfig
+    from benchmarks.quality import export_for_test
     from export.loading import load_saved_model
-    from export.savedmodel import VALIDATION, ExportConfig, export_run
-    from tfrs_model.run import EVALUATION, Run
+    from tfrs_model.run import Run
     from tfrs_model.training import train
 
     reduced, hidden_rows = hide_newest(data, fraction)
@@ -193,16 +183,7 @@ def run_new_items_benchmark(
     train(reduced, config, run_dir)
     new_items = workdir / "new_items.parquet"
     hidden_rows.to_parquet(new_items, index=False)
-    exported = export_run(
-        ExportConfig(
-            run_dir=str(run_dir),
-            model_base_path=str(workdir / "models"),
-            index=IndexConfig(kind=index_kind),
-            weights=EVALUATION,
-            known_through=VALIDATION,
-            new_items=str(new_items),
-        )
-    )
+    exported = export_for_test(run_dir, workdir / "models", index_kind, new_items=str(new_items))
     ranker = AllowListRanker(load_saved_model(exported.path), MODEL)
     run_split = Run.open(run_dir).split
     hidden = hidden_rows["item_id"].astype(str).to_numpy(dtype=object)

@@ -192,9 +192,7 @@ def _train_and_export(
     row is the number the quality target is about; the first shows they agree.
     """
     from export.evaluation import SavedModelRanker
-    from export.index import IndexConfig
-    from export.savedmodel import VALIDATION, ExportConfig, export_run
-    from tfrs_model.run import EVALUATION, Run
+    from tfrs_model.run import Run
     from tfrs_model.training import train
 
     config = RunConfig(data=data_config, model=variant.model, train=variant.train)
@@ -203,15 +201,7 @@ def _train_and_export(
     run = Run.open(run_dir)
     in_memory = TwoTowerRanker(run.load_model(), run.features, run.split)
     in_memory.name = variant.name
-    exported = export_run(
-        ExportConfig(
-            run_dir=str(run_dir),
-            model_base_path=str(workdir / "models"),
-            index=IndexConfig(kind=index_kind),
-            weights=EVALUATION,
-            known_through=VALIDATION,
-        )
-    )
+    exported = export_for_test(run_dir, workdir / "models", index_kind)
     served = SavedModelRanker(exported.path)
     served.name = exported_name(variant.name, index_kind)
     timing = _timing(
@@ -222,6 +212,25 @@ def _train_and_export(
         result.refit_epochs,
     )
     return [in_memory, served], timing
+
+
+def export_for_test(run_dir: Path, model_base_path: Path, index_kind: str, **options: Any):
+    """Exports a run's evaluation weights with histories known through validation: the version
+    a benchmark may score on test. `options` are further `ExportConfig` fields."""
+    from export.index import IndexConfig
+    from export.savedmodel import VALIDATION, ExportConfig, export_run
+    from tfrs_model.run import EVALUATION
+
+    return export_run(
+        ExportConfig(
+            run_dir=str(run_dir),
+            model_base_path=str(model_base_path),
+            index=IndexConfig(kind=index_kind),
+            weights=EVALUATION,
+            known_through=VALIDATION,
+            **options,
+        )
+    )
 
 
 def run_quality_benchmark(

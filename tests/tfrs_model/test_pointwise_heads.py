@@ -91,25 +91,32 @@ def test_unrated_interactions_are_refused_naming_the_fix():
         check_ratings(split)
 
 
-def test_the_loss_adds_the_weighted_mean_squared_rating_error(tiny_retrieval_model):
+def _losses_with_head(tiny_retrieval_model, label: str, labels: list[float], head: dict):
+    """(retrieval-only loss, the model with the head, its combined loss) on a 3-row batch
+    whose `label` column holds `labels`; `head` is the ModelConfig field turning it on."""
     batch = {
         USER_ID: tf.constant(["u1", "u2", "u1"]),
         ITEM_ID: tf.constant(["a", "b", "c"]),
         SAMPLING_PROBABILITY: tf.constant([0.4, 0.3, 0.3]),
         WEIGHT: tf.constant([1.0, 1.0, 0.0]),
-        RATING: tf.constant([5.0, 4.0, 1.0]),
+        label: tf.constant(labels),
     }
 
-    def tiny_model(rating_weight: float):
+    def tiny_model(**config):
         return tiny_retrieval_model(
-            ("u1", "u2"), ("a", "b", "c"), 5, logq_correction=False, rating_weight=rating_weight
+            ("u1", "u2"), ("a", "b", "c"), 5, logq_correction=False, **config
         )
 
-    retrieval_only = tiny_model(0.0).compute_loss(batch).numpy()
-    model = tiny_model(0.5)
-    combined = model.compute_loss(batch).numpy()
-
+    retrieval_only = tiny_model().compute_loss(batch).numpy()
+    model = tiny_model(**head)
     # Same seed, towers built first: the retrieval part is unchanged by adding the head.
+    return retrieval_only, model, model.compute_loss(batch).numpy(), batch
+
+
+def test_the_loss_adds_the_weighted_mean_squared_rating_error(tiny_retrieval_model):
+    retrieval_only, model, combined, batch = _losses_with_head(
+        tiny_retrieval_model, RATING, [5.0, 4.0, 1.0], {"rating_weight": 0.5}
+    )
     queries = model.query_model(batch)
     candidates = model.candidate_model(batch)
     predicted = model.rating_head(queries, candidates).numpy()[:, 0]
@@ -166,23 +173,9 @@ def test_non_positive_interactions_train_retrieval_with_their_own_weight(tmp_pat
 
 
 def test_the_loss_adds_the_weighted_like_cross_entropy(tiny_retrieval_model):
-    batch = {
-        USER_ID: tf.constant(["u1", "u2", "u1"]),
-        ITEM_ID: tf.constant(["a", "b", "c"]),
-        SAMPLING_PROBABILITY: tf.constant([0.4, 0.3, 0.3]),
-        WEIGHT: tf.constant([1.0, 1.0, 0.0]),
-        LIKE: tf.constant([1.0, 1.0, 0.0]),
-    }
-
-    def tiny_model(like_weight: float):
-        return tiny_retrieval_model(
-            ("u1", "u2"), ("a", "b", "c"), 5, logq_correction=False, like_weight=like_weight
-        )
-
-    retrieval_only = tiny_model(0.0).compute_loss(batch).numpy()
-    model = tiny_model(2.0)
-    combined = model.compute_loss(batch).numpy()
-
+    retrieval_only, model, combined, batch = _losses_with_head(
+        tiny_retrieval_model, LIKE, [1.0, 1.0, 0.0], {"like_weight": 2.0}
+    )
     logits = model.like_head(model.query_model(batch), model.candidate_model(batch)).numpy()[:, 0]
     probability = 1 / (1 + np.exp(-logits))
     labels = np.array([1.0, 1.0, 0.0])

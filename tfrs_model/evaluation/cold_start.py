@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import scipy.sparse as sp
 
 from tfrs_model.data.splits import TEST, SplitData
 from tfrs_model.evaluation.baselines import PopularityBaseline, RandomBaseline
 from tfrs_model.evaluation.evaluate import evaluate_rankers
-from tfrs_model.evaluation.protocol import EvalSet, build_eval_set
+from tfrs_model.evaluation.protocol import EvalSet, build_eval_set, items_subset
 
 ColdKind = Literal["users", "items"]
 COLD_KS = (10, 50)
@@ -75,19 +74,13 @@ def cold_eval_set(split: SplitData, kind: ColdKind, cold: set) -> EvalSet:
             excluded=full.excluded[keep],
             total_users=None,
         )
-    in_catalog = np.isin(full.catalog, list(cold))
-    # Column selection renumbers: full-catalog row -> position among the cold items.
-    relevant = full.relevant[:, np.flatnonzero(in_catalog)].tocsr()
-    keep = np.diff(relevant.indptr) > 0
-    return dataclasses.replace(
-        full,
-        user_ids=full.user_ids[keep],
-        catalog=full.catalog[in_catalog],
-        relevant=relevant[keep],
-        # Cold items have no known interactions, so nothing of theirs is excluded.
-        excluded=sp.csr_matrix((int(keep.sum()), int(in_catalog.sum())), dtype=bool),
-        total_users=None,
+    # In a shuffled order: no cold item has a known interaction, so popularity ties on all of
+    # them and would rank them in catalog order, which for ids assigned over time is a hint.
+    in_catalog = np.random.default_rng(0).permutation(
+        np.flatnonzero(np.isin(full.catalog, list(cold)))
     )
+    # Cold items have no known interactions, so nothing of theirs is excluded.
+    return items_subset(full, in_catalog, keep_exclusions=False)
 
 
 def evaluate_cold_start(

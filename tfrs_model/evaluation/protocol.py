@@ -9,6 +9,7 @@ memory grows with the interactions, never with users x items.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -195,6 +196,32 @@ def build_eval_set(
         excluded=catalog_row_matrix(known, users, catalog),
         known=known,
         total_users=len(everyone),
+    )
+
+
+def items_subset(eval_set: EvalSet, columns: np.ndarray, keep_exclusions: bool = True) -> EvalSet:
+    """`eval_set` ranked over the catalog `columns` only, for the users with a positive there.
+
+    Args:
+      eval_set: the full evaluation set.
+      columns: `[C]` int catalog rows, in the order of the new catalog (selection renumbers:
+        full-catalog row -> position among `columns`).
+      keep_exclusions: keep the users' known items among `columns` excluded; False excludes
+        nothing (items nobody has interacted with before, e.g. cold items).
+    """
+    relevant = eval_set.relevant[:, columns].tocsr()
+    keep = np.diff(relevant.indptr) > 0
+    if keep_exclusions:
+        excluded = eval_set.excluded[:, columns].tocsr()[keep]
+    else:
+        excluded = sp.csr_matrix((int(keep.sum()), len(columns)), dtype=bool)
+    return dataclasses.replace(
+        eval_set,
+        user_ids=eval_set.user_ids[keep],
+        catalog=eval_set.catalog[columns],
+        relevant=relevant[keep],
+        excluded=excluded,
+        total_users=None,
     )
 
 
