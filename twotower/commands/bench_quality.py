@@ -40,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--new-items",
         action="store_true",
         help="instead: hide the newest --new-fraction of items from training, add them through "
-        "`twotower export --new-items`, and rank them (benchmarks/new_items.py); prints the "
-        "table and JSON, records nothing",
+        "`twotower export --new-items`, and rank them (benchmarks/new_items.py); results file "
+        "quality_new_items unless --out-name is given",
     )
     parser.add_argument(
         "--new-fraction", type=float, default=0.1, help="share of items hidden (default 0.1)"
@@ -100,11 +100,14 @@ def _new_items(args: argparse.Namespace, data, config) -> int:
     import dataclasses
 
     from benchmarks import new_items
+    from benchmarks.report import record
 
     with tempfile.TemporaryDirectory(prefix="twotower-bench-new-items-") as workdir:
         result = new_items.run_new_items_benchmark(
             data, config, Path(workdir), args.new_fraction, args.epochs, args.index
         )
-    print(new_items.new_items_markdown(result))
-    print(json.dumps({"dataset": config.dataset, **dataclasses.asdict(result)}, indent=2))
+    markdown = new_items.new_items_markdown(result)
+    name = "quality_new_items" if args.out_name == "quality" else args.out_name
+    record(name, {"dataset": config.dataset, **dataclasses.asdict(result)}, markdown)
+    print(markdown)
     return 0
