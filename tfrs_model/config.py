@@ -17,6 +17,8 @@ T = TypeVar("T")
 # `TrainConfig.strategy` values (`tfrs_model.distribute` builds them); kept here, free of
 # TensorFlow, so the CLI can offer them without importing it.
 STRATEGIES = ("default", "mirrored", "multi-worker", "parameter-server")
+# `ModelConfig.history_pooling` values (`tfrs_model.layers.HistoryEmbedding` implements them).
+HISTORY_POOLINGS = ("mean", "attention", "gru", "transformer")
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,7 @@ class ModelConfig:
         for name in ("rating_weight", "like_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 (0 is off), got {getattr(self, name)}")
-        if self.history_pooling not in ("mean", "attention", "gru", "transformer"):
+        if self.history_pooling not in HISTORY_POOLINGS:
             raise ConfigError(
                 "history_pooling must be mean, attention, gru or transformer, got "
                 f"{self.history_pooling!r}"

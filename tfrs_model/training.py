@@ -178,9 +178,7 @@ def _compile(
     """
     tf.keras.utils.set_random_seed(config.train.seed)
     use = ExampleUse(
-        history_length=features.get(HISTORY).max_values
-        if HISTORY in features.names("query")
-        else 0,
+        history_length=_history_length(features),
         with_ratings=config.model.rating_weight > 0,
         with_likes=config.model.like_weight > 0,
         non_positive_weight=config.model.non_positive_weight,
@@ -447,6 +445,11 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
         timings[stage] = round(time.perf_counter() - started, 3)
 
 
+def _history_length(features: FeatureSet) -> int:
+    """H, the history the query tower takes; 0 without a history feature."""
+    return features.get(HISTORY).max_values if HISTORY in features.names("query") else 0
+
+
 @contextlib.contextmanager
 def _example_shards(
     split: SplitData,
@@ -457,11 +460,10 @@ def _example_shards(
 ) -> Iterator[ExampleShards]:
     """The example shards of `split`: written to `directory`, else found or written in the
     shards cache (`data.shards_cache`), else written to a temporary directory."""
-    has_history = HISTORY in features.names("query")
     # With `history_skip`, each row keeps that many more items, cut per epoch while training.
-    history_length = (
-        features.get(HISTORY).max_values + config.train.history_skip if has_history else 0
-    )
+    history_length = _history_length(features)
+    if history_length:
+        history_length += config.train.history_skip
     engine = EngineConfig(memory_limit_gb=config.data.preprocess_memory_gb)
     if directory is None and config.data.shards_cache:
         with _timed(timings, "example_shards"):

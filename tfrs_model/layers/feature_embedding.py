@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfrs_model.config import HISTORY_POOLINGS
 from tfrs_model.features.spec import FeatureSpec
 
 _PAD = ""
@@ -150,6 +151,3 @@ class _SelfAttentionBlock(tf.keras.layers.Layer):
         attend = tf.logical_and(causal[None, :, :], mask[:, None, :])  # [batch, query, key]
         x = self.attention_norm(x + self.attention(x, x, attention_mask=attend))
         return self.output_norm(x + self.feed_forward(x))
-
-
-HISTORY_POOLINGS = ("mean", "attention", "gru", "transformer")
