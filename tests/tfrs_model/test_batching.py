@@ -109,3 +109,9 @@ def test_a_history_as_wide_as_the_towers_take_is_left_whole():
 def test_negative_history_skip_is_refused():
     with pytest.raises(ConfigError, match=r"history_skip must be >= 0 \(0 is off\)"):
         TrainConfig(history_skip=-1)
+
+
+def test_skipped_history_takes_the_given_offsets():
+    history = tf.constant([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]], tf.int32)
+    windows = skipped_history(history, 2, tf.constant([0, 3], tf.int32))
+    np.testing.assert_array_equal(windows, [[4, 5], [6, 7]])

@@ -43,14 +43,15 @@ class ExampleUse:
 
     Attributes:
       history_length: H, the history the towers take; a wider shard history (shards written
-        for `train.history_skip`) is cut to H, ending a random number of items early.
+        for `train.history_skip`) is cut to H, ending a random number of items early. None
+        takes the shard history whole.
       with_ratings: add each row's rating (the rating head trains on every rated row).
       with_likes: add each row's positive label as a float (the like head trains on every row).
       non_positive_weight: retrieval weight of rows below the positive threshold (seen but not
         liked); 0 keeps them out of retrieval.
     """
 
-    history_length: int = 0
+    history_length: int | None = None
     with_ratings: bool = False
     with_likes: bool = False
     non_positive_weight: float = 0.0
@@ -129,7 +130,7 @@ def _chunks(path: str, history_length: int, positives_only: bool) -> Iterator[di
             yield chunk
 
 
-def _batch_signature(history_length: int) -> dict[str, tf.TensorSpec]:
+def _batch_signature(history_length: int, with_skips: bool = False) -> dict[str, tf.TensorSpec]:
     signature = {
         "user_row": tf.TensorSpec([None], tf.int32),
         "item_row": tf.TensorSpec([None], tf.int32),
@@ -139,33 +140,51 @@ def _batch_signature(history_length: int) -> dict[str, tf.TensorSpec]:
     }
     if history_length:  # a [n, 0] tensor through tf.data's generator crashes TensorFlow 2.20
         signature["history"] = tf.TensorSpec([None, history_length], tf.int32)
+    if with_skips:
+        signature[SKIP] = tf.TensorSpec([None], tf.int32)
     return signature
 
 
-def skipped_history(history: tf.Tensor, length: int) -> tf.Tensor:
-    """Per row, `length` consecutive items ending a random 0..S items before the last.
+SKIP = "history_skip"  # per row, how many of the latest history items its window leaves out
+
+
+def skipped_history(history: tf.Tensor, length: int, dropped: tf.Tensor | None = None) -> tf.Tensor:
+    """Per row, `length` consecutive items ending `dropped` (0..S) items before the last.
 
     Args:
       history: `[n, length + S]` int32 item rows, most recent last (S = `history_skip`).
       length: H, the history the towers take.
+      dropped: `[n]` int32 in 0..S; None draws them uniformly here (unseeded: the
+        parameter-server workers' pipelines, whose order is unseeded too).
 
     Returns:
-      `[n, H]`: row i is `history[i, S - s_i : S - s_i + H]`, s_i uniform in 0..S.
+      `[n, H]`: row i is `history[i, S - s_i : S - s_i + H]`, s_i = `dropped[i]`.
     """
     skip = tf.shape(history)[1] - length
-    dropped = tf.random.uniform(tf.shape(history)[:1], 0, skip + 1, dtype=tf.int32)
+    if dropped is None:
+        dropped = tf.random.uniform(tf.shape(history)[:1], 0, skip + 1, dtype=tf.int32)
     positions = (skip - dropped)[:, None] + tf.range(length)[None, :]
     return tf.gather(history, positions, batch_dims=1)
 
 
+def _with_skips(batches: Iterator[dict], skip: int, seed: int) -> Iterator[dict]:
+    """`batches`, each with `SKIP`: per row a uniform 0..`skip` drawn from a seeded generator, so
+    a seeded run cuts the same windows (a random op in a parallel `tf.data` map would not)."""
+    rng = np.random.default_rng([seed, skip])
+    for batch in batches:
+        batch[SKIP] = rng.integers(0, skip + 1, len(batch["user_row"]), dtype=np.int32)
+        yield batch
+
+
 def model_inputs(batch: dict[str, tf.Tensor], tables: CodeTables, use: ExampleUse) -> dict:
     """Shard rows -> each tower's code inputs (under `query` and `candidate`, since a user and
-    an item feature may share a name) plus the task's probability, weight and rating."""
+    an item feature may share a name) plus the task's probability and weight, and the heads'
+    rating and like labels when they train."""
     query = {name: tf.gather(codes, batch["user_row"]) for name, codes in tables.user.items()}
     if tables.history is not None:
         history = batch["history"]
-        if history.shape[1] > use.history_length:
-            history = skipped_history(history, use.history_length)
+        if use.history_length is not None and history.shape[1] > use.history_length:
+            history = skipped_history(history, use.history_length, batch.get(SKIP))
         query[HISTORY] = tf.gather(tables.history, history + 1)
     candidate = {name: tf.gather(codes, batch["item_row"]) for name, codes in tables.item.items()}
     # Non-positives (read for the rating head, or with a retrieval weight of their own) train
@@ -232,13 +251,17 @@ def training_dataset(
         readers = [_chunks(files[i], history_length, positives_only) for i in order]
         return round_robin(readers, open_at_once=_FILES_AT_ONCE)
 
+    # Shard histories wider than the towers take are cut per row (`train.history_skip`).
+    skip = 0 if use.history_length is None else max(0, history_length - use.history_length)
+
     def batches() -> Iterator[dict]:
-        return shuffled_batches(
+        shuffled = shuffled_batches(
             epoch_chunks, batch_size=batch_size, buffer_rows=SHUFFLE_BUFFER, seed=pipeline_seed
         )
+        return _with_skips(shuffled, skip, pipeline_seed) if skip else shuffled
 
     dataset = tf.data.Dataset.from_generator(
-        batches, output_signature=_batch_signature(history_length)
+        batches, output_signature=_batch_signature(history_length, with_skips=skip > 0)
     ).map(
         functools.partial(model_inputs, tables=tables, use=use),
         num_parallel_calls=tf.data.AUTOTUNE,
