@@ -115,10 +115,12 @@ def test_features_carry_cold_users_and_items_on_planted_clusters(tiny_config):
     # Occupation names a user's preferred cluster and genre an item's cluster, so features alone
     # should beat popularity for unseen users and chance for unseen items.
     data = make_synthetic(num_users=200, num_items=100, interactions_per_user=20, seed=0)
-    # Histories end at their targets here: this checks what the features carry, and skipping up
-    # to 8 of a 10-item history on 20 interactions per user only adds noise to that.
+    # Positives only, histories ending at their targets: this checks what the features carry;
+    # the quality defaults (non-positives at half weight, histories skipping up to 8 of 10
+    # items on 20 interactions per user) only add noise to that here.
     config = tiny_config(epochs=4, history_skip=0)
-    variant = quality.Variant("two_tower", config.model, config.train)
+    model = dataclasses.replace(config.model, non_positive_weight=0.0)
+    variant = quality.Variant("two_tower", model, config.train)
     users, items = quality.run_cold_start(data, config.data, variant, fraction=0.2)
     assert (users.kind, items.kind) == ("users", "items")
     split = assign_splits(data, config.data)
