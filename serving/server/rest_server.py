@@ -126,7 +126,12 @@ class RestServer:
 
     async def _drain(self, grace: float | None) -> None:
         self._listener.close()  # new connections are refused from here on
-        self._web_server.pre_shutdown()  # idle keep-alive connections close now
+        # Connections not answering a request close now: idle keep-alive ones, and those whose
+        # handler has not started (or whose accept completes only now, see `_Protocol`), which
+        # aiohttp's own pre_shutdown would leave waiting for a request until the grace ends.
+        self._web_server.draining = True
+        for connection in list(self._web_server.connections):
+            connection.close_if_idle()
         # A body still arriving is not a request in flight. A handler already scheduled but not
         # yet reading sees `_draining` and takes only what is buffered (see `_read_body`).
         self._draining = True
@@ -212,6 +217,7 @@ class _WebServer(web.Server):
     def __init__(self, handler, *, max_connections: int, **kwargs) -> None:
         super().__init__(handler, **kwargs)
         self._max_connections = max_connections
+        self.draining = False
 
     def __call__(self) -> asyncio.Protocol:
         if len(self.connections) >= self._max_connections:
@@ -221,6 +227,18 @@ class _WebServer(web.Server):
 
 class _Protocol(RequestHandler):
     """aiohttp's connection handler; protocol errors answer TF Serving's {"error": ...}."""
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        if self._manager is not None and getattr(self._manager, "draining", False):
+            self.force_close()  # accepted just before the listener closed: nothing to finish
+
+    def close_if_idle(self) -> None:
+        """Closes now unless a request is being answered (that one finishes first)."""
+        if self._request_in_progress:
+            self.close()
+        else:
+            self.force_close()
 
     def handle_error(self, request, status=500, exc=None, message=None) -> web.StreamResponse:
         super().handle_error(request, status, exc, message)  # logs, checks nothing was sent
