@@ -496,7 +496,7 @@ def retrieve(
     exclude = tf.concat([exclude_ids, pad_column], axis=1)
     num_asked = _clamp_k(k + tf.shape(exclude_ids)[1], num_candidates)
     scores, identifiers = index(queries, k=num_asked)
-    excluded = _is_excluded(identifiers, exclude)
+    excluded = is_member(identifiers, exclude)
     scores = tf.where(excluded, float("-inf"), scores)
     top_scores, positions = tf.math.top_k(scores, k=k)
     top_identifiers = tf.gather(identifiers, positions, batch_dims=1)
@@ -505,10 +505,15 @@ def retrieve(
     return top_scores, top_identifiers
 
 
-def _is_excluded(identifiers: tf.Tensor, exclude: tf.Tensor) -> tf.Tensor:
-    """[B, n] bool: whether identifiers[b, i] occurs in exclude[b, :] ([B, E], E >= 1)."""
-    sorted_exclude = tf.sort(exclude, axis=1)
-    positions = tf.searchsorted(sorted_exclude, identifiers, side="left")
-    # A key past the end lands on the last exclusion, which is smaller, so it does not match.
-    positions = tf.minimum(positions, tf.shape(exclude)[1] - 1)
-    return tf.equal(tf.gather(sorted_exclude, positions, batch_dims=1), identifiers)
+def is_member(values: tf.Tensor, members: tf.Tensor) -> tf.Tensor:
+    """`[B, n]` bool: whether values[b, i] occurs in members[b, :].
+
+    Sorts each row's members and binary-searches them: O(B (n + m) log m), never a [B, n, m]
+    comparison. `members` is `[B, m]` of the same dtype with m >= 1 (pad it with a value that
+    never occurs in `values`).
+    """
+    sorted_members = tf.sort(members, axis=1)
+    positions = tf.searchsorted(sorted_members, values, side="left")
+    # A key past the end lands on the last member, which is smaller, so it does not match.
+    positions = tf.minimum(positions, tf.shape(members)[1] - 1)
+    return tf.equal(tf.gather(sorted_members, positions, batch_dims=1), values)

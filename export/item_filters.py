@@ -7,6 +7,11 @@ for a multi-valued one, -1 where an item has no value. A request's `filters` ("f
 strings, `export.contract.FILTERS`) are looked up in one table keyed by the whole pair, so the
 graph never compares strings per item: the pass mask is a few int compares over the catalog per
 requested value, vectorized (`FilterIndex.pass_mask`).
+
+Each value also has a posting list (the catalog rows holding it, CSR), so a selective filter
+reaches its few passing items without touching the rest of the catalog
+(`FilterIndex.posting_sizes`, `posting_rows`), and a candidate found another way is tested by
+gathering only its own codes (`FilterIndex.passes`).
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ import numpy as np
 import tensorflow as tf
 
 from export import contract
+from export.index import is_member
 
 MISSING = -1  # code of an item slot without a value
 UNKNOWN_VALUE = -2  # code of a requested value no item has: it matches nothing
+NOT_NAMED = np.iinfo(np.int32).max  # posting size of a feature a row does not filter on
 # A pair is well formed when a non-empty feature name (without "=") is followed by "=" and a
 # non-empty value; (?s) lets a value hold any character.
 WELL_FORMED_PAIR = "(?s)[^=]+=.+"
@@ -66,6 +73,23 @@ def item_feature_codes(columns: Mapping[str, np.ndarray]) -> ItemFeatureCodes:
     return ItemFeatureCodes(vocabularies=vocabularies, codes=codes)
 
 
+def posting_lists(codes: np.ndarray, num_values: int) -> tuple[np.ndarray, np.ndarray]:
+    """The catalog rows holding each value, CSR.
+
+    Args:
+      codes: `[L, N]` item codes of one feature (`MISSING` for an empty slot).
+      num_values: V, the size of the feature's vocabulary.
+
+    Returns:
+      (starts `[V + 1]` int32, rows `[P]` int32): value v's items are `rows[starts[v]:starts[v + 1]]`.
+    """
+    slots, items = np.nonzero(codes != MISSING)
+    values = codes[slots, items]
+    order = np.argsort(values, kind="stable")
+    starts = np.searchsorted(values[order], np.arange(num_values + 1))
+    return starts.astype(np.int32), items[order].astype(np.int32)
+
+
 def _table(keys: list[str], values: list[int], default: int) -> tf.lookup.StaticHashTable:
     return tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(
@@ -89,6 +113,11 @@ class FilterIndex(tf.Module):
         # Variables, not graph constants: they are saved in the variable shards (the graph proto
         # is capped at 2 GB).
         self.codes = [tf.Variable(codes.codes[name], trainable=False) for name in self.names]
+        self.posting_starts, self.posting_items = [], []
+        for name in self.names:
+            starts, items = posting_lists(codes.codes[name], len(codes.vocabularies[name]))
+            self.posting_starts.append(tf.Variable(starts, trainable=False))
+            self.posting_items.append(tf.Variable(items, trainable=False))
         pairs, pair_codes = [], []
         for name in self.names:
             vocabulary = codes.vocabularies[name].tolist()
@@ -181,6 +210,91 @@ class FilterIndex(tf.Module):
                 lambda mask=mask: mask,
             )
         return mask
+
+    def posting_sizes(self, feature_ids: tf.Tensor, value_codes: tf.Tensor) -> tf.Tensor:
+        """How many items the listed values of each feature hold, per row.
+
+        Args:
+          feature_ids, value_codes: `[B, F]` from `parse`.
+
+        Returns:
+          `[B, features]` int32: the posting lists' total length (at least the number of items
+          passing that feature; 0 when every listed value is unknown), `NOT_NAMED` where the
+          row does not name the feature.
+        """
+        sizes = []
+        for feature in range(len(self.names)):
+            first, last = self._posting_ranges(feature, feature_ids, value_codes)
+            named = tf.reduce_any(tf.equal(feature_ids, feature), axis=1)
+            sizes.append(tf.where(named, tf.reduce_sum(last - first, axis=1), NOT_NAMED))
+        if not sizes:
+            return tf.zeros([tf.shape(feature_ids)[0], 0], tf.int32)
+        return tf.stack(sizes, axis=1)
+
+    def posting_rows(
+        self, feature: int, feature_ids: tf.Tensor, value_codes: tf.Tensor, use: tf.Tensor
+    ) -> tf.RaggedTensor:
+        """`[B, None]` int32 catalog rows holding a value of `feature` that the row lists, for
+        the rows where `use` (`[B]` bool) holds, empty for the others. An item holding two
+        listed values (a multi-valued feature) appears twice."""
+        first, last = self._posting_ranges(feature, feature_ids, value_codes)
+        last = tf.where(use[:, None], last, first)
+        positions = tf.ragged.range(tf.reshape(first, [-1]), tf.reshape(last, [-1]))
+        items = tf.gather(self.posting_items[feature], positions.flat_values)
+        lengths = tf.cast(tf.reduce_sum(last - first, axis=1), tf.int64)
+        return tf.RaggedTensor.from_row_lengths(items, lengths)
+
+    def _posting_ranges(
+        self, feature: int, feature_ids: tf.Tensor, value_codes: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """`[B, F]` start and end positions in `posting_items[feature]` of each pair naming a
+        known value of `feature`; empty ranges (0, 0) for every other pair."""
+        listed = tf.equal(feature_ids, feature) & (value_codes >= 0)
+        code = tf.where(listed, value_codes, 0)
+        starts = self.posting_starts[feature]
+        first = tf.where(listed, tf.gather(starts, code), 0)
+        last = tf.where(listed, tf.gather(starts, code + 1), 0)
+        return first, last
+
+    def passes(self, rows: tf.Tensor, feature_ids: tf.Tensor, value_codes: tf.Tensor) -> tf.Tensor:
+        """Whether each candidate passes the row's filters, reading only the candidates' codes.
+
+        Args:
+          rows: `[B, C]` int32 catalog rows (-1 padding, which passes; the caller drops it).
+          feature_ids, value_codes: `[B, F]` from `parse`.
+
+        Returns:
+          `[B, C]` bool; features no row names cost nothing.
+        """
+        passing = tf.ones(tf.shape(rows), tf.bool)
+        for feature, codes in enumerate(self.codes):
+            named = tf.equal(feature_ids, feature)
+            passing = tf.cond(
+                tf.reduce_any(named),
+                lambda passing=passing, codes=codes, named=named: (
+                    passing & _candidates_have_any(codes, rows, named, value_codes)
+                ),
+                lambda passing=passing: passing,
+            )
+        return passing
+
+
+def _candidates_have_any(
+    codes: tf.Variable, rows: tf.Tensor, named: tf.Tensor, value_codes: tf.Tensor
+) -> tf.Tensor:
+    """`[B, C]`: the row does not name this feature, or candidate `rows` has a listed value.
+
+    Args:
+      codes: `[L, N]` item codes of one feature; rows: `[B, C]` catalog rows (-1 allowed).
+      named: `[B, F]` whether each pair names this feature; value_codes: `[B, F]`.
+    """
+    listed = tf.where(named & (value_codes >= 0), value_codes, UNKNOWN_VALUE)
+    listed = tf.pad(listed, [[0, 0], [0, 1]], constant_values=UNKNOWN_VALUE)  # F may be 0
+    candidate_codes = tf.cast(tf.gather(codes, tf.maximum(rows, 0), axis=1), tf.int32)
+    found = tf.zeros(tf.shape(rows), tf.bool)
+    for slot in range(codes.shape[0]):  # MISSING (-1) is never listed
+        found = found | is_member(candidate_codes[slot], listed)
+    return found | ~tf.reduce_any(named, axis=1, keepdims=True)
 
 
 def _has_any(codes: tf.Variable, named: tf.Tensor, value_codes: tf.Tensor) -> tf.Tensor:

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from export import contract
+from export.constraints import ItemConstraints
 from export.filtered import FilteredSearchConfig, filtered_top_k
 from export.index import retrieve
 from export.item_filters import FilterIndex, ItemFeatureCodes, check_any
@@ -218,34 +219,28 @@ class ServingModule(tf.Module):
                 "",
             )
         )
+        allow = inputs[contract.ALLOW]
+        constraints = ItemConstraints(
+            filters=self.item_filters,
+            num_items=tf.shape(self.catalog_ids, out_type=tf.int32)[0],
+            allow_rows=self._item_rows_of(allow),
+            allow_listed=tf.reduce_any(tf.not_equal(allow, contract.PAD), axis=1),
+            excluded_rows=excluded_rows,
+            feature_ids=feature_ids,
+            value_codes=value_codes,
+        )
         with tf.control_dependencies(checks):
-            mask = self._allowed(inputs[contract.ALLOW], excluded_rows)
-            mask = self.item_filters.pass_mask(mask, feature_ids, value_codes)
             scores, rows = filtered_top_k(
                 self.index,
                 self.candidate_embeddings.read_value(),
                 queries,
                 k,
                 self.k,
-                mask,
+                constraints,
                 self.filtered_search,
             )
         item_ids = tf.where(rows >= 0, tf.gather(self.catalog_ids, tf.maximum(rows, 0)), "")
         return {contract.ITEM_IDS: item_ids, contract.SCORES: scores}
-
-    def _allowed(self, allow: tf.Tensor, excluded_rows: tf.Tensor) -> tf.Tensor:
-        """`[B, N]` bool: the allow-list (every item for a row of all ""), minus exclusions.
-
-        An allowed id outside the catalog allows nothing, so a list of only unknown ids passes
-        no item.
-        """
-        batch = tf.shape(allow, out_type=tf.int64)[0]
-        num_items = tf.shape(self.catalog_ids, out_type=tf.int64)[0]
-        listed = tf.reduce_any(tf.not_equal(allow, contract.PAD), axis=1)
-        allow_rows = self._item_rows_of(allow)
-        on_list = _scatter_rows(allow_rows, batch, num_items)
-        mask = on_list | ~listed[:, None]
-        return mask & ~_scatter_rows(excluded_rows, batch, num_items)
 
     def _item_rows_of(self, item_ids: tf.Tensor) -> tf.Tensor:
         return self.item_rows.lookup(item_ids)
@@ -348,11 +343,3 @@ class ServingModule(tf.Module):
             name: tf.function(method).get_concrete_function(spec)
             for name, (method, spec) in plan.items()
         }
-
-
-def _scatter_rows(rows: tf.Tensor, batch: tf.Tensor, num_items: tf.Tensor) -> tf.Tensor:
-    """`[batch, num_items]` bool, True at each row's catalog `rows` (`[batch, n]`, -1 skipped)."""
-    where = tf.where(rows >= 0)  # [m, 2]: (batch row, column of rows)
-    indices = tf.stack([where[:, 0], tf.cast(tf.gather_nd(rows, where), tf.int64)], axis=1)
-    empty = tf.zeros(tf.stack([batch, num_items]), tf.bool)
-    return tf.tensor_scatter_nd_update(empty, indices, tf.ones([tf.shape(indices)[0]], tf.bool))

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from export.filtered import FilteredSearchConfig
 from export.index import IndexConfig, build_index
-from export.item_filters import item_feature_codes
+from export.item_filters import FilterIndex, item_feature_codes
 from export.loading import load_saved_model
 from export.savedmodel import SAVE_OPTIONS_NAMESPACES
 from export.signatures import BakedUsers, ServingModule
@@ -34,10 +34,14 @@ ITEMS = np.array([f"i{row:02d}" for row in range(NUM_ITEMS)], dtype=object)
 ANGLES = np.arange(NUM_ITEMS) * (np.pi / 2) / (NUM_ITEMS - 1)
 EMBEDDINGS = np.stack([np.cos(ANGLES), np.sin(ANGLES)], axis=1).astype(np.float32)
 USERS = {"a": [1.0, 0.0], "b": [0.0, 1.0]}
-# Paths of `filtered_top_k`: score the passing subset exactly, or over-fetch from the index.
+# Paths of `filtered_top_k`: score the smallest source exactly, over-fetch from the index (rows
+# it leaves short go to the mask), or score exactly over the mask.
 PATHS = {
     "exact": FilteredSearchConfig(exact_max_items=10**6),
     "over-fetch": FilteredSearchConfig(exact_max_items=0, safety=1.0, max_fetch=10**6),
+    "mask": FilteredSearchConfig(exact_max_items=0, max_fetch=0),
+    # Sources of up to 4 items exactly, over-fetches of up to 12: rows of one batch split.
+    "mixed": FilteredSearchConfig(exact_max_items=4, safety=1.0, max_fetch=12),
 }
 
 
@@ -113,6 +117,12 @@ def hand_made_export(directory: Path, kind: str, search: FilteredSearchConfig) -
         options=tf.saved_model.SaveOptions(namespace_whitelist=SAVE_OPTIONS_NAMESPACES),
     )
     return directory
+
+
+@pytest.fixture(scope="session")
+def hand_made_filters() -> FilterIndex:
+    """The hand-made catalog's item filters: codes and posting lists of `item_columns()`."""
+    return FilterIndex(item_feature_codes(item_columns()))
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,8 @@ Reminder of that catalog: user "a" ranks items in row order (i00 is its known it
 returned by `recommend_filtered`), user "b" in reverse row order. Row NN: lang en/hi/ta for
 NN % 3 == 0/1/2; country IN for rows 0..9, US for 10..19; genres drama (even) or action (odd),
 plus comedy when NN % 5 == 0. The exported maximum k is 5. Every case runs for both index kinds
-and both paths of the filtered search (exact subset, over-fetch from the index).
+and each path of the filtered search (exact over the smallest source, over-fetch from the index,
+exact over the mask).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from export import contract
 from export.index import BRUTE_FORCE, SCANN
 
 KINDS = (BRUTE_FORCE, SCANN)
-PATHS = ("exact", "over-fetch")  # the keys of conftest.PATHS
+PATHS = ("exact", "over-fetch", "mask")  # the keys of conftest.PATHS
 MAX_K = 5  # conftest.MAX_K
 ANGLES = np.arange(20) * (np.pi / 2) / 19  # conftest.ANGLES: item NN's embedding (cos, sin)
 
@@ -111,6 +112,38 @@ def test_rows_of_one_batch_take_their_own_filters(hand_made, kind):
     assert outputs[contract.ITEM_IDS].numpy().astype(str).tolist() == [
         padded("i10", "i11", "i12"),
         padded("i18", "i17", "i15"),
+        padded("i03"),
+    ]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rows_of_one_batch_take_their_own_path(hand_made, kind):
+    """Under conftest's "mixed" thresholds (sources of at most 4 items exactly, over-fetches
+    of at most 12 candidates), each row below takes another path, worked out by hand."""
+    outputs = hand_made(kind, "mixed").signatures[contract.RECOMMEND_FILTERED](
+        user_id=tf.constant(["a", "b", "b", "b"]),
+        k=tf.constant([5, 3, 3, 3], tf.int32),
+        filters=tf.constant(
+            [
+                # source: comedy's posting list, rows 0, 5, 10, 15 (4 items; "a" knows i00)
+                ["genres=comedy", ""],
+                # over-fetch: 14 items pass, so ceil(3 * 20 / 14) = 5 candidates (19..15)
+                # hold 3 passing ones (18, 17, 15)
+                ["lang=en", "lang=ta"],
+                # mask: 10 US x 7 hi items make an estimate of 3.5 passing, so the over-fetch
+                # would need ceil(3 * 20 / 3.5) = 18 > 12 candidates; rows 10, 13, 16, 19 pass
+                ["country=US", "lang=hi"],
+                # source: the allow-list (1 item)
+                ["", ""],
+            ]
+        ),
+        allow=tf.constant([[""], [""], [""], ["i03"]]),
+    )
+
+    assert outputs[contract.ITEM_IDS].numpy().astype(str).tolist() == [
+        padded("i05", "i10", "i15"),
+        padded("i18", "i17", "i15"),
+        padded("i19", "i16", "i13"),
         padded("i03"),
     ]
 
