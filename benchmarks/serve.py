@@ -42,7 +42,6 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from benchmarks.report import markdown_table
 from benchmarks.stats import percentiles
 from export import contract
-from export.specs import signature_specs
 from serving.client import (
     ClientConfig,
     ServingError,
@@ -486,15 +485,6 @@ def _rest_worker(
     return log
 
 
-def _describe(name: str, function: Any) -> SignatureDescription:
-    """A loaded SavedModel signature function described as GetModelMetadata lists it, with the
-    `export.specs.TensorSpec`s of `export.specs.signature_specs`."""
-    specs = signature_specs(function)
-    return SignatureDescription(
-        name=name, method_name="", inputs=dict(specs.inputs), outputs=dict(specs.outputs)
-    )
-
-
 def measure_in_process(
     saved_model: str | Path,
     signature: str,
@@ -505,8 +495,9 @@ def measure_in_process(
 ) -> LatencySummary:
     """Times batch-1 calls of the SavedModel's `signature` in this process, one at a time.
 
-    The requests are those `run_load_test` sends (`request_inputs`), prebuilt as tensors, so the
-    numbers are the model's own latency without gRPC, serialization or queueing.
+    The requests are those `run_load_test` sends (`request_inputs`), prebuilt as arrays, run
+    through the session the embedded server runs (`export.session_bundle`, TF Serving's loader
+    path), so the numbers are the model's own latency without gRPC, serialization or queueing.
 
     Args:
       saved_model: a version directory (model_base_path/<version>).
@@ -520,31 +511,29 @@ def measure_in_process(
       ExportError: `saved_model` is not a SavedModel directory (or lacks the ScaNN ops it needs).
       ConfigError: the SavedModel has no such signature, or no ids are given.
     """
-    import tensorflow as tf
-
-    from export.loading import load_saved_model
+    from export.loading import load_session_bundle
 
     if not ids:
         raise ConfigError("measure_in_process needs at least one id")
-    model = load_saved_model(saved_model)
-    if signature not in model.signatures:
+    bundle = load_session_bundle(saved_model)
+    if signature not in bundle.signatures:
         raise ConfigError(
-            f"{saved_model} has no signature {signature!r}; it has {sorted(model.signatures)}"
+            f"{saved_model} has no signature {signature!r}; it has {sorted(bundle.signatures)}"
         )
-    function = model.signatures[signature]
-    description = _describe(signature, function)
-    calls = [
-        {key: tf.constant(value) for key, value in request_inputs(description, [i]).items()}
-        for i in ids[:_MAX_DISTINCT_REQUESTS]
-    ]
+    specs = bundle.signatures[signature].specs
+    description = SignatureDescription(
+        name=signature, method_name="", inputs=dict(specs.inputs), outputs=dict(specs.outputs)
+    )
+    outputs = list(specs.outputs)
+    calls = [request_inputs(description, [i]) for i in ids[:_MAX_DISTINCT_REQUESTS]]
     for n in range(warmup_calls):
-        function(**calls[n % len(calls)])
+        bundle.run(signature, calls[n % len(calls)], outputs)
     latencies: list[float] = []
     stop_at = time.perf_counter() + duration_s
     while len(latencies) < max_calls and time.perf_counter() < stop_at:
         inputs = calls[len(latencies) % len(calls)]
         started = time.perf_counter()
-        function(**inputs)
+        bundle.run(signature, inputs, outputs)
         latencies.append(time.perf_counter() - started)
     return summarize(latencies)
 
@@ -669,12 +658,27 @@ class SoakConfig:
 
 @dataclass(frozen=True)
 class RssSummary:
-    """Resident memory of the server processes (summed), in MiB, over `samples` samples."""
+    """Resident memory of the server processes (summed), in MiB, over `samples` samples.
+
+    Attributes:
+      trend_mib: the median of each tenth of the soak, in order: growth that stops after the
+        first tenths (caches, allocator arenas of the serving threads) is warm-up; growth that
+        goes on to the last tenth is a leak.
+    """
 
     samples: int
     start_mib: float
     end_mib: float
     max_mib: float
+    trend_mib: tuple[float, ...] = ()
+
+    @classmethod
+    def of(cls, samples: Sequence[int], parts: int = 10) -> RssSummary:
+        """The summary of byte `samples` taken at a fixed interval."""
+        mib = [sample / 2**20 for sample in samples]
+        chunks = [chunk for chunk in np.array_split(np.asarray(mib), parts) if len(chunk)]
+        trend = tuple(round(float(np.median(chunk)), 1) for chunk in chunks)
+        return cls(len(mib), mib[0], mib[-1], max(mib), trend)
 
 
 @dataclass(frozen=True)
@@ -719,7 +723,8 @@ class SoakResult:
             "not sampled"
             if rss is None
             else f"{rss.start_mib:,.0f} MiB at the start, {rss.end_mib:,.0f} MiB at the end, "
-            f"{rss.max_mib:,.0f} MiB at most ({rss.samples} samples)"
+            f"{rss.max_mib:,.0f} MiB at most ({rss.samples} samples); median of each tenth of "
+            f"the soak: {', '.join(f'{mib:,.0f}' for mib in rss.trend_mib)} MiB"
         )
         malformed = ", ".join(f"{code}: {n}" for code, n in self.malformed.items()) or "none"
         return (
@@ -822,10 +827,7 @@ def run_soak(config: SoakConfig) -> SoakResult:
             helper.join()
     malformed = sum((log.malformed for log in logs), Counter())
     versions = sum((log.versions for log in logs), Counter())
-    rss = None
-    if samples:
-        mib = [s / 2**20 for s in samples]
-        rss = RssSummary(len(mib), mib[0], mib[-1], max(mib))
+    rss = RssSummary.of(samples) if samples else None
     return SoakResult(
         load=_result(load, load.client.target, load.mode, window, logs),
         malformed=dict(sorted(malformed.items())),

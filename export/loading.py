@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tfrs_model.errors import ExportError
+
+if TYPE_CHECKING:
+    from export.session_bundle import SessionBundle
 
 
 class ScannOpsMissingError(ExportError):
@@ -23,23 +27,40 @@ def register_scann_ops() -> bool:
 
 
 def load_saved_model(path: str | Path) -> Any:
-    """Loads the SavedModel at `path` (a version directory) with the ScaNN ops registered.
+    """Loads the SavedModel at `path` (a version directory) with the ScaNN ops registered, as a
+    TF2 object (`.signatures` are concrete functions).
 
     Raises:
       ExportError: `path` is not a SavedModel directory.
       ScannOpsMissingError: the model uses ScaNN ops and `scann` cannot be imported here.
     """
-    path = Path(path)
+    import tensorflow as tf
+
+    return _load(Path(path), lambda directory: tf.saved_model.load(directory))
+
+
+def load_session_bundle(path: str | Path) -> SessionBundle:
+    """Loads the SavedModel at `path` (a version directory) with the ScaNN ops registered, the
+    way TF Serving loads it (`export.session_bundle`).
+
+    Raises:
+      ExportError: `path` is not a SavedModel directory.
+      ScannOpsMissingError: the model uses ScaNN ops and `scann` cannot be imported here.
+    """
+    from export.session_bundle import load_session_bundle as load
+
+    return _load(Path(path), load)
+
+
+def _load(path: Path, load: Callable[[str], Any]) -> Any:
     if not (path / "saved_model.pb").is_file():
         raise ExportError(
             f"{path} is not a SavedModel version directory (no saved_model.pb); pass "
             "model_base_path/<version>, e.g. models/twotower/1"
         )
     scann_available = register_scann_ops()
-    import tensorflow as tf
-
     try:
-        return tf.saved_model.load(str(path))
+        return load(str(path))
     except Exception as error:  # TF raises NotFoundError or ValueError depending on the op path.
         if "Scann" in str(error) and ("not registered" in str(error) or "Op type" in str(error)):
             hint = (

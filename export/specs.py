@@ -104,3 +104,11 @@ def signature_specs(function: Any) -> SignatureSpecs:
         inputs={key: spec_from_tf(spec) for key, spec in inputs.items()},
         outputs={key: spec_from_tf(spec) for key, spec in function.structured_outputs.items()},
     )
+
+
+def signature_def_specs(signature_def: Any) -> SignatureSpecs:
+    """The specs of a `SignatureDef` proto, as a MetaGraph or GetModelMetadata holds it."""
+    return SignatureSpecs(
+        inputs={key: spec_from_tensor_info(info) for key, info in signature_def.inputs.items()},
+        outputs={key: spec_from_tensor_info(info) for key, info in signature_def.outputs.items()},
+    )

@@ -146,7 +146,10 @@ class ServingConfig:
         (TF Serving's --rest_api_timeout_in_ms); gRPC calls use the client's deadline.
       enable_warmup: replay `<version>/assets.extra/tf_serving_warmup_requests` before serving.
       drain_grace_s: on SIGTERM, how long in-flight requests may take before they are cancelled.
-      enable_batching: merge concurrent Predict calls to the same signature into one model call.
+      enable_batching: merge concurrent Predict calls to the same signature into one model call
+        (on by default: with `batch_timeout_micros` 0 it costs an idle server nothing, and at 32
+        clients on 2 workers it answered 1.16x-1.43x the requests at a lower p99;
+        docs/serving.md).
       batch_timeout_micros: with batching, how long a call waits for others to join its batch;
         0 (TF Serving's advice for online serving) batches only calls that queued up anyway.
       num_batch_threads: with batching, how many merged batches run at the same time.
@@ -182,7 +185,7 @@ class ServingConfig:
     rest_timeout_s: float = 30.0
     enable_warmup: bool = True
     drain_grace_s: float = 20.0
-    enable_batching: bool = False
+    enable_batching: bool = True
     batch_timeout_micros: int = 0
     num_batch_threads: int = 2
     max_enqueued_batches: int = 64

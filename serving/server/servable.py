@@ -1,9 +1,10 @@
 """One loaded version of a model: its callable signatures and the SignatureDefs it was saved with.
 
-`load_servable` loads a version directory (ScaNN ops registered first, `export.loading`) and reads
-each signature's input and output specs with `export.specs.signature_specs`, the converter the
-exporter, the model card and the client's metadata share. A `Signature` runs on checked numpy
-inputs (`serving.server.requests.decode_inputs`) and fails with `StatusError`.
+`load_servable` loads a version directory as TF Serving does (`export.session_bundle`: a session
+over the "serve" MetaGraph, init op run; ScaNN ops registered first by `export.loading`) and reads
+each signature's input and output specs from its SignatureDef. A `Signature` runs on checked
+numpy inputs (`serving.server.requests.decode_inputs`), feeding and fetching the signature's
+tensors by name, and fails with `StatusError`.
 """
 
 from __future__ import annotations
@@ -11,24 +12,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from export.contract import SERVING_DEFAULT
-from export.loading import load_saved_model
-from export.specs import TensorSpec, signature_specs
+from export.loading import load_session_bundle
+from export.specs import TensorSpec
 from serving.server.batching import BatchScheduler
 from serving.server.requests import StatusError, check_output_filter, invalid_argument
 from serving.status import status_code
-from tfrs_model.errors import ExportError
-
-_SERVE_TAG = "serve"
 
 
 @dataclass(frozen=True)
@@ -38,14 +36,18 @@ class Signature:
     Attributes:
       name: the signature key, e.g. "serving_default".
       inputs, outputs: tensor key -> declared dtype and shape.
-      function: the loaded concrete function, called with one tensor per input key.
+      runner: runs the model once: (arrays by input key, output keys) -> arrays by output key;
+        raises `tf.errors.OpError` when the graph fails, ValueError or TypeError for inputs
+        that do not fit.
       batcher: merges concurrent calls when batching is on and the signature allows it.
     """
 
     name: str
     inputs: Mapping[str, TensorSpec]
     outputs: Mapping[str, TensorSpec]
-    function: Callable[..., Mapping[str, Any]] = field(repr=False)
+    runner: Callable[[Mapping[str, np.ndarray], Sequence[str]], Mapping[str, np.ndarray]] = field(
+        repr=False
+    )
     batcher: BatchScheduler | None = field(default=None, repr=False)
 
     def run(
@@ -85,19 +87,16 @@ class Signature:
         Raises:
           StatusError: the model's error code, or INVALID_ARGUMENT for inputs it rejects.
         """
-        tensors = {
-            key: tf.constant(array, dtype=tf.dtypes.as_dtype(self.inputs[key].dtype))
-            for key, array in inputs.items()
-        }
+        keys = list(self.outputs if names is None else names)
         try:
-            result = self.function(**tensors)
+            result = self.runner(inputs, keys)
         except tf.errors.OpError as error:
             raise StatusError(
                 status_code(error.error_code), f"signature {self.name!r}: {error.message}"
             ) from error
         except (TypeError, ValueError) as error:  # raised before the graph runs, on bad inputs
             raise invalid_argument(f"signature {self.name!r}: {error}") from error
-        return {key: result[key].numpy() for key in (self.outputs if names is None else names)}
+        return {key: result[key] for key in keys}
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ class Servable:
       name, version, path: the model name, the version number and its directory.
       signatures: callable signatures by key.
       signature_def_map: the SavedModel's SignatureDefs as written, for GetModelMetadata.
-      model: the loaded object; holding it keeps its variables and functions alive.
+      model: the loaded session bundle; holding it keeps its session open.
     """
 
     name: str
@@ -148,38 +147,30 @@ def check_deadline(deadline: float | None, stage: str) -> None:
 
 
 def load_servable(name: str, version: int, path: Path) -> Servable:
-    """Loads the SavedModel in the version directory `path` (ScaNN ops registered first).
+    """Loads the SavedModel in the version directory `path` as TF Serving does.
 
     Raises:
-      ExportError: `path` holds no saved_model.pb, or no MetaGraph tagged "serve".
-      Exception: whatever TensorFlow raises for a SavedModel it cannot load.
+      ExportError: `path` holds no saved_model.pb.
+      Exception: whatever TensorFlow raises for a SavedModel it cannot load (no MetaGraph
+        tagged "serve", an op not registered here, ...).
     """
-    model = load_saved_model(path)
-    signatures = {}
-    for key, function in model.signatures.items():
-        specs = signature_specs(function)
-        signatures[key] = Signature(key, specs.inputs, specs.outputs, function)
+    bundle = load_session_bundle(path)
+    signatures = {
+        key: Signature(
+            key,
+            signature.specs.inputs,
+            signature.specs.outputs,
+            partial(bundle.run, key),
+        )
+        for key, signature in bundle.signatures.items()
+    }
     return Servable(
         name=name,
         version=version,
         path=path,
         signatures=signatures,
-        signature_def_map=read_signature_defs(path),
-        model=model,
+        signature_def_map=get_model_metadata_pb2.SignatureDefMap(
+            signature_def=bundle.signature_defs
+        ),
+        model=bundle,
     )
-
-
-def read_signature_defs(path: Path) -> get_model_metadata_pb2.SignatureDefMap:
-    """The SignatureDefs of the "serve" MetaGraph in `path/saved_model.pb`, as TF Serving sends.
-
-    They include `__saved_model_init_op` and the graph tensor names, exactly as written.
-
-    Raises:
-      ExportError: the SavedModel has no MetaGraph tagged "serve".
-    """
-    saved_model = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
-    meta_graphs = list(saved_model.meta_graphs)
-    meta_graph = next((m for m in meta_graphs if _SERVE_TAG in m.meta_info_def.tags), None)
-    if meta_graph is None:
-        raise ExportError(f"{path}/saved_model.pb has no MetaGraph tagged {_SERVE_TAG!r}")
-    return get_model_metadata_pb2.SignatureDefMap(signature_def=dict(meta_graph.signature_def))

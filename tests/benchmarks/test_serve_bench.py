@@ -22,6 +22,7 @@ from benchmarks.serve import (
     LatencySummary,
     LoadTestConfig,
     LoadTestResult,
+    RssSummary,
     ServeBenchmark,
     SoakConfig,
     measure_in_process,
@@ -345,3 +346,20 @@ def test_soak_config_is_checked():
         SoakConfig(load=load, swap_every_s=0)
     with pytest.raises(ConfigError):
         SoakConfig(load=load, malformed_every=-1)
+
+
+def test_rss_summary_keeps_the_median_of_each_tenth():
+    mib = 2**20
+    # 20 samples: 100 MiB for the first half, then 100 + 1 MiB per sample (a leak)
+    samples = [100 * mib] * 10 + [(100 + n) * mib for n in range(1, 11)]
+
+    summary = RssSummary.of(samples)
+
+    assert (summary.samples, summary.start_mib, summary.end_mib, summary.max_mib) == (
+        20,
+        100.0,
+        110.0,
+        110.0,
+    )
+    # tenths of two samples each: medians 100 five times, then 101.5, 103.5, ..., 109.5
+    assert summary.trend_mib == (100.0,) * 5 + (101.5, 103.5, 105.5, 107.5, 109.5)

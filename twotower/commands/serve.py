@@ -136,8 +136,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         )
     limits.add_argument(
         "--enable-batching",
-        action="store_true",
-        help="merge concurrent requests into one model call (helps large indexes under load)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="merge concurrent requests into one model call (default: on; a request never waits "
+        "for others unless --batch-timeout-micros is set)",
     )
     limits.add_argument(
         "--batch-timeout-micros",

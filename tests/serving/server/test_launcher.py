@@ -109,7 +109,7 @@ def test_argv_names_the_written_files_and_tf_serving_flags(tmp_path):
 
 
 def test_argv_without_batching_or_rest(tmp_path):
-    config = _config(tmp_path, rest_port=None)
+    config = _config(tmp_path, rest_port=None, enable_batching=False)
     files = launcher.write_model_server_files(config, tmp_path / "conf")
 
     argv = launcher.model_server_argv(config, files)
