@@ -92,7 +92,9 @@ def test_users_from_file_match_serving_default(version_dir, tmp_path, suffix):
     assert frame["user_id"].tolist() == [u for u in users for _ in range(3)]
     assert frame["rank"].tolist() == [1, 2, 3] * 3
     assert frame["item_id"].tolist() == expected_ids[:, :3].reshape(-1).tolist()
-    np.testing.assert_allclose(frame["score"], expected_scores[:, :3].reshape(-1), rtol=1e-5)
+    np.testing.assert_allclose(
+        frame["score"], expected_scores[:, :3].reshape(-1), rtol=1e-5, atol=1e-6
+    )
     assert not list(tmp_path.glob(".recs*"))  # the temporary file was renamed away
 
 
