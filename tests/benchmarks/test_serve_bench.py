@@ -5,11 +5,13 @@ The percentile definition itself is tested in test_stats.py.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import json
 import os
 import socket
+import sys
 from collections.abc import Iterator
 
 import grpc
@@ -363,3 +365,14 @@ def test_rss_summary_keeps_the_median_of_each_tenth():
     )
     # tenths of two samples each: medians 100 five times, then 101.5, 103.5, ..., 109.5
     assert summary.trend_mib == (100.0,) * 5 + (101.5, 103.5, 105.5, 107.5, 109.5)
+
+
+def test_a_soak_is_bounded_by_its_duration_not_the_load_test_request_cap():
+    from twotower.commands.bench_serve import LOAD_TEST_MAX_REQUESTS, _max_requests
+
+    def args(**given):
+        return argparse.Namespace(**{"soak": False, "max_requests": None, **given})
+
+    assert _max_requests(args()) == LOAD_TEST_MAX_REQUESTS
+    assert _max_requests(args(soak=True)) == sys.maxsize
+    assert _max_requests(args(soak=True, max_requests=50)) == 50
