@@ -13,6 +13,7 @@ catalog-wide `[B, N]` mask is built only for the rows nothing cheaper answers:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -46,6 +47,7 @@ class ItemConstraints:
     feature_ids: tf.Tensor
     value_codes: tf.Tensor
 
+    @functools.cached_property
     def source_sizes(self) -> tf.Tensor:
         """`[B, 2 + features]` int32: the size of each source (`NOT_NAMED` where a row has none):
         the catalog, the allow-list's known ids, then each filtered feature's posting lists."""
@@ -59,12 +61,12 @@ class ItemConstraints:
     def smallest_source(self) -> tuple[tf.Tensor, tf.Tensor]:
         """(source id `[B]` int32, its size `[B]` int32): an upper bound on each row's passing
         items, exact for a row with one constraint and no exclusions."""
-        sizes = self.source_sizes()
+        sizes = self.source_sizes
         return tf.argmin(sizes, axis=1, output_type=tf.int32), tf.reduce_min(sizes, axis=1)
 
     def estimated_passing(self) -> tf.Tensor:
         """`[B]` float32: N times the fraction each source keeps, as if they were independent."""
-        sizes = tf.cast(self.source_sizes()[:, ALLOW_LIST:], tf.float32)
+        sizes = tf.cast(self.source_sizes[:, ALLOW_LIST:], tf.float32)
         catalog = tf.cast(self.num_items, tf.float32)
         fractions = tf.minimum(sizes, catalog) / tf.maximum(catalog, 1.0)
         return catalog * tf.reduce_prod(fractions, axis=1)

@@ -27,6 +27,8 @@ ALL_SIGNATURES = (
     ITEM_TITLES,
     *FILTERED_SIGNATURES,
 )
+# TF Serving's init op shows up among the SignatureDefs of every SavedModel; it is not callable.
+INIT_OP_SIGNATURE = "__saved_model_init_op"
 
 # Input keys.
 USER_ID = "user_id"  # DT_STRING [batch]

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from export.contract import INIT_OP_SIGNATURE
 from export.specs import SignatureSpecs, signature_def_specs
 
 SERVE_TAG = "serve"
-INIT_OP_SIGNATURE = "__saved_model_init_op"
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,6 @@ from serving.codec import TensorCodecError, string_array, to_ndarray, to_tensor_
 from serving.status import status_code
 from tfrs_model.errors import ConfigError
 
-# TF Serving's init op shows up among the SignatureDefs of every SavedModel; it is not callable.
-INIT_OP_SIGNATURE = "__saved_model_init_op"
-
 
 def model_spec(config: ClientConfig, signature: str = "") -> model_pb2.ModelSpec:
     """The ModelSpec proto naming the model, its version or label, and `signature`."""
@@ -286,7 +283,7 @@ def parse_metadata(response: get_model_metadata_pb2.GetModelMetadataResponse) ->
             outputs={k: spec_from_tensor_info(v) for k, v in sorted(signature.outputs.items())},
         )
         for name, signature in sorted(signature_map.signature_def.items())
-        if name != INIT_OP_SIGNATURE
+        if name != contract.INIT_OP_SIGNATURE
     }
     return ModelMetadata(
         model_name=response.model_spec.name,

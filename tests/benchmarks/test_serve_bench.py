@@ -368,11 +368,11 @@ def test_rss_summary_keeps_the_median_of_each_tenth():
 
 
 def test_a_soak_is_bounded_by_its_duration_not_the_load_test_request_cap():
-    from twotower.commands.bench_serve import LOAD_TEST_MAX_REQUESTS, _max_requests
+    from twotower.commands.bench_serve import _max_requests
 
     def args(**given):
         return argparse.Namespace(**{"soak": False, "max_requests": None, **given})
 
-    assert _max_requests(args()) == LOAD_TEST_MAX_REQUESTS
+    assert _max_requests(args()) == LoadTestConfig.max_requests == 1_000_000
     assert _max_requests(args(soak=True)) == sys.maxsize
     assert _max_requests(args(soak=True, max_requests=50)) == 50

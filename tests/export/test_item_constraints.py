@@ -47,7 +47,7 @@ def test_each_row_takes_its_smallest_source(hand_made_filters):
     )
 
     source, size = rows.smallest_source()
-    sizes = rows.source_sizes().numpy()
+    sizes = rows.source_sizes.numpy()
 
     assert sizes[1].tolist() == [NUM_ITEMS, NOT_NAMED, 7, 10, NOT_NAMED]  # hi: 7, US: 10
     # comedy (4) + drama (10): i00 and i10 are in both lists, so 14 entries for 12 items

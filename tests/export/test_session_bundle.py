@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export.contract import ASSETS_EXTRA, WARMUP_FILE
+from export.contract import ASSETS_EXTRA, INIT_OP_SIGNATURE, WARMUP_FILE
 from export.index import BRUTE_FORCE, SCANN
 from export.loading import load_session_bundle
-from export.session_bundle import INIT_OP_SIGNATURE
 from export.specs import signature_specs
 from export.warmup import read_warmup_file
 

@@ -133,15 +133,14 @@ def read_ids(user_ids_file: Path | None, users: int) -> tuple[str, ...]:
     return ids
 
 
-# A load test's safety cap; a soak is bounded by its duration (a 20-minute soak at 1,100 QPS
-# sends 1.3M requests, and stopped early under this cap before it became soak-only).
-LOAD_TEST_MAX_REQUESTS = 1_000_000
-
-
 def _max_requests(args: argparse.Namespace) -> int:
+    """The given cap; else none for a soak, which its duration bounds (a 20-minute soak at
+    1,100 QPS sends 1.3M requests), and the load test's own default otherwise."""
+    from benchmarks.serve import LoadTestConfig
+
     if args.max_requests is not None:
         return args.max_requests
-    return sys.maxsize if args.soak else LOAD_TEST_MAX_REQUESTS
+    return sys.maxsize if args.soak else LoadTestConfig.max_requests
 
 
 def run(args: argparse.Namespace) -> int:
