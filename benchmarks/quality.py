@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 from tfrs_model.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tfrs_model.data.schema import InteractionData
 from tfrs_model.data.splits import TEST, SplitData
+from tfrs_model.errors import ConfigError
 from tfrs_model.evaluation import cold_start
 from tfrs_model.evaluation.evaluate import EvaluationReport, evaluate_split
 from tfrs_model.evaluation.two_tower import TwoTowerRanker
@@ -84,6 +85,9 @@ def ablation_variants(base: Variant) -> tuple[Variant, ...]:
     model, train = base.model, base.train
     replace = dataclasses.replace
     levers = (
+        Variant("one member (no ensemble)", replace(model, ensemble_members=1), train),
+        Variant("2 ensemble members", replace(model, ensemble_members=2), train),
+        Variant("5 ensemble members", replace(model, ensemble_members=5), train),
         Variant("no refit on train + validation", model, replace(train, refit_on_validation=False)),
         Variant("batch 1024", model, replace(train, batch_size=1024)),
         Variant("batch 512", model, replace(train, batch_size=512)),
@@ -127,6 +131,21 @@ def ablation_variants(base: Variant) -> tuple[Variant, ...]:
     )
     same = (base.model, base.train, base.history_length)
     return (base, *(v for v in levers if (v.model, v.train, v.history_length) != same))
+
+
+def select_variants(variants: tuple[Variant, ...], names: Sequence[str]) -> tuple[Variant, ...]:
+    """The first variant (the reference) and those of `names`, in `variants`' order.
+
+    Raises:
+      ConfigError: a name is not a variant's.
+    """
+    known = {variant.name for variant in variants}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown ablation variant(s) {unknown}; the variants are: " + "; ".join(sorted(known))
+        )
+    return (variants[0], *(v for v in variants[1:] if v.name in names))
 
 
 def _timing(

@@ -47,7 +47,7 @@ FILTER_SEPARATOR = "="
 # Output keys.
 ITEM_IDS = "item_ids"  # DT_STRING [batch, k]
 SCORES = "scores"  # DT_FLOAT [batch, k]
-EMBEDDING = "embedding"  # DT_FLOAT [batch, embedding_dim]
+EMBEDDING = "embedding"  # DT_FLOAT [batch, ensemble_members * embedding_dim]
 TITLES = "titles"  # DT_STRING, same shape as the item_ids given to ITEM_TITLES.
 
 # Padding value for variable-length string inputs (history, exclude, multi-valued features).

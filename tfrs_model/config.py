@@ -78,7 +78,13 @@ class ModelConfig:
     """Towers and retrieval task.
 
     Attributes:
-      embedding_dim: output dimension of both towers.
+      embedding_dim: output dimension of each tower (of each member, with `ensemble_members`).
+      ensemble_members: independently initialised copies of both towers, trained side by side on
+        the same batches, each with its own retrieval loss (a deep ensemble). A tower's output
+        is its members' unit vectors concatenated and divided by sqrt(members): still unit norm,
+        and its dot product is the mean of the members' scores, so one index serves the
+        ensemble. The exported embeddings (and the index) have `members * embedding_dim`
+        dimensions, and training costs about `members` times the tower computation.
       id_embedding_dim: embedding size of user and item ids (and history items).
       feature_embedding_dim: embedding size of the other categorical features.
       hidden_layers: sizes of the MLP on top of the concatenated embeddings; () for none.
@@ -117,6 +123,7 @@ class ModelConfig:
     """
 
     embedding_dim: int = 64
+    ensemble_members: int = 3
     id_embedding_dim: int = 64
     feature_embedding_dim: int = 16
     hidden_layers: tuple[int, ...] = (128,)
@@ -144,6 +151,11 @@ class ModelConfig:
         if self.embedding_dim <= 0 or self.id_embedding_dim <= 0 or self.feature_embedding_dim <= 0:
             raise ConfigError(
                 "embedding_dim, id_embedding_dim and feature_embedding_dim must be positive"
+            )
+        if not _is_int(self.ensemble_members) or self.ensemble_members < 1:
+            raise ConfigError(
+                f"ensemble_members must be a whole number >= 1, got {self.ensemble_members!r}; "
+                "1 trains one pair of towers"
             )
         if any(units <= 0 for units in self.hidden_layers):
             raise ConfigError(
@@ -176,6 +188,11 @@ class ModelConfig:
             raise ConfigError("oov_buckets must be >= 1 so unseen ids still get an embedding")
         if not 0.0 <= self.id_dropout < 1.0:
             raise ConfigError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
+
+    @property
+    def output_dim(self) -> int:
+        """The towers' output (and the index's) dimension: `ensemble_members * embedding_dim`."""
+        return self.ensemble_members * self.embedding_dim
 
 
 @dataclass(frozen=True)
@@ -343,10 +360,17 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: Path) -> RunConfig:
+        """The config a run directory saved (`save`).
+
+        A field the run predates takes its default, except `model.ensemble_members`: runs saved
+        before ensembles existed trained one pair of towers, and their checkpoints hold one.
+        """
         try:
             values = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as error:
             raise ConfigError(f"cannot read config {path}: {error}") from error
+        if isinstance(values, dict) and isinstance(values.get("model", {}), dict):
+            values.setdefault("model", {}).setdefault("ensemble_members", 1)
         return cls.from_dict(values)
 
 

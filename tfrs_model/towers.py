@@ -66,11 +66,63 @@ class Tower(tf.keras.Model):
         return tf.math.l2_normalize(x, axis=1) if self.config.l2_normalize else x
 
 
-def query_tower(features: FeatureSet, config: ModelConfig) -> Tower:
+class EnsembleTower(tf.keras.Model):
+    """`members` independently initialised `Tower`s over the same features, read as one.
+
+    Inputs: as `Tower`. Output: `[batch, members * embedding_dim]` float32, the members' outputs
+    concatenated and divided by sqrt(members). With unit-norm members the output is unit norm,
+    and the dot product of two such outputs is the mean of the members' dot products: a query
+    and a candidate ensemble score like the average of their members, through one index.
+    `member_outputs` undoes the scaling for the members' own losses.
+    """
+
+    def __init__(self, features: FeatureSet, tower: str, config: ModelConfig, **kwargs) -> None:
+        super().__init__(name=kwargs.pop("name", f"{tower}_tower"), **kwargs)
+        self.members = [
+            Tower(features, tower, config, name=f"member_{i}")
+            for i in range(config.ensemble_members)
+        ]
+        self.scale = float(config.ensemble_members) ** 0.5
+
+    @property
+    def specs(self):
+        return self.members[0].specs
+
+    @property
+    def embeddings(self) -> dict:
+        """The first member's feature embeddings. Every member has the same vocabularies, so
+        their `codes` (string to row) agree; each member has its own tables."""
+        return self.members[0].embeddings
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.members[0].feature_names
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        outputs = [member(inputs, training=training) for member in self.members]
+        return tf.concat(outputs, axis=1) / self.scale
+
+
+def member_outputs(embeddings: tf.Tensor, members: int) -> list[tf.Tensor]:
+    """The `members` tower outputs in an `EnsembleTower` output: `[n, members * d]` to
+    `members` of `[n, d]`, each as its member computed it."""
+    if members == 1:
+        return [embeddings]
+    return tf.split(embeddings * float(members) ** 0.5, members, axis=1)
+
+
+def _tower(features: FeatureSet, tower: str, config: ModelConfig) -> Tower | EnsembleTower:
+    # One member stays a plain Tower: the same variables (and checkpoints) as before ensembles.
+    if config.ensemble_members == 1:
+        return Tower(features, tower, config)
+    return EnsembleTower(features, tower, config)
+
+
+def query_tower(features: FeatureSet, config: ModelConfig) -> Tower | EnsembleTower:
     """The user side: user id, user features, history."""
-    return Tower(features, QUERY, config)
+    return _tower(features, QUERY, config)
 
 
-def candidate_tower(features: FeatureSet, config: ModelConfig) -> Tower:
+def candidate_tower(features: FeatureSet, config: ModelConfig) -> Tower | EnsembleTower:
     """The item side: item id and item features."""
-    return Tower(features, CANDIDATE, config)
+    return _tower(features, CANDIDATE, config)

@@ -202,11 +202,7 @@ def _compile(
     negatives = None
     if config.model.sampled_negatives:
         negatives = functools.partial(
-            negatives_dataset,
-            tables.item,
-            tables.probability,
-            config.model.sampled_negatives,
-            config.train.seed,
+            negatives_dataset, tables.item, tables.probability, config.model.sampled_negatives
         )
 
     def dataset_fn(input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
@@ -218,17 +214,31 @@ def _compile(
                 batch_size=config.train.batch_size,
                 use=use,
             )
-        else:
-            dataset = training_dataset(
-                shards,
-                splits,
-                tables,
-                batch_size=config.train.batch_size,
-                seed=config.train.seed,
-                use=use,
-                input_context=input_context,
-            )
-        return attach_negatives(dataset, negatives()) if negatives else dataset
+            # Under a parameter server the members share batches (one remote stream).
+            return attach_negatives(dataset, negatives(config.train.seed)) if negatives else dataset
+        # Ensemble members each read their own stream (order, history skips, negatives), as
+        # separately trained models would (docs/quality.md compares shared batches).
+        streams = [
+            member_stream(config.train.seed + member, input_context)
+            for member in range(config.model.ensemble_members)
+        ]
+        return streams[0] if len(streams) == 1 else tf.data.Dataset.zip(tuple(streams))
+
+    def member_stream(
+        seed: int, input_context: tf.distribute.InputContext | None
+    ) -> tf.data.Dataset:
+        dataset = training_dataset(
+            shards,
+            splits,
+            tables,
+            batch_size=config.train.batch_size,
+            seed=seed,
+            use=use,
+            input_context=input_context,
+        )
+        if negatives:
+            dataset = attach_negatives(dataset, negatives(seed))
+        return dataset
 
     parameter_server = is_parameter_server(strategy)
     if parameter_server:

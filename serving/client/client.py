@@ -296,7 +296,7 @@ class TwoTowerClient:
         *,
         timeout_s: float | None = None,
     ) -> np.ndarray:
-        """The query tower's output for each user: [batch, embedding_dim] float32.
+        """The query tower's output for each user: [batch, d] float32 (d: the model's output_dim).
 
         Args:
           user_ids: [batch] user ids.
@@ -315,7 +315,7 @@ class TwoTowerClient:
     def candidate_embedding(
         self, item_ids: Sequence[str], *, timeout_s: float | None = None
     ) -> np.ndarray:
-        """The candidate tower's output for each item: [batch, embedding_dim] float32."""
+        """The candidate tower's output for each item: [batch, d] float32 (d: the model's output_dim)."""
         _check_batch("item id", item_ids)
         inputs = {contract.ITEM_ID: string_array(item_ids)}
         return self._embedding(inputs, contract.CANDIDATE_EMBEDDING, timeout_s)

@@ -8,11 +8,16 @@ from benchmarks import quality
 from tfrs_model.config import DataConfig, ModelConfig, TrainConfig
 from tfrs_model.data.splits import TEST, assign_splits
 from tfrs_model.data.synthetic import make_synthetic
+from tfrs_model.errors import ConfigError
 
 pytestmark = pytest.mark.slow
 
 SMALL = ModelConfig(
-    embedding_dim=16, id_embedding_dim=16, feature_embedding_dim=8, hidden_layers=()
+    embedding_dim=16,
+    id_embedding_dim=16,
+    feature_embedding_dim=8,
+    hidden_layers=(),
+    ensemble_members=1,  # the harness, not the ensemble, is under test: one member is faster
 )
 
 
@@ -103,11 +108,22 @@ def test_ablation_moves_one_lever_per_variant_and_reports_each_seed_mean():
         # One lever each; dropping side features switches off both towers' features together.
         assert len(changed) == 1 or set(changed) == {"use_user_features", "use_item_features"}
     data = make_synthetic(num_users=80, num_items=40, interactions_per_user=15, seed=4)
-    rows = quality.run_ablation(data, DataConfig(dataset="synthetic"), variants[:2], (0, 1))
+    chosen = quality.select_variants(variants, ["no refit on train + validation"])
+    rows = quality.run_ablation(data, DataConfig(dataset="synthetic"), chosen, (0, 1))
     assert list(rows) == ["default", "no refit on train + validation"]
     assert all(row["seeds"] == 2 and 0.0 <= row["recall@10"] <= 1.0 for row in rows.values())
     markdown = quality.ablation_markdown(rows, "default")
     assert "| default |" in markdown and "+0.0000 |" in markdown
+
+
+def test_ablation_variants_are_chosen_by_name_and_unknown_names_refused():
+    variants = quality.ablation_variants(quality.default_variants()[0])
+    chosen = quality.select_variants(variants, ["2 ensemble members", "batch 512"])
+    # The default model first, then the named ones in the ablation's order.
+    assert [v.name for v in chosen] == ["two_tower", "2 ensemble members", "batch 512"]
+    assert chosen[1].model.ensemble_members == 2
+    with pytest.raises(ConfigError, match=r"unknown ablation variant\(s\) \['3 members'\]"):
+        quality.select_variants(variants, ["3 members"])
 
 
 @pytest.mark.slow

@@ -87,7 +87,7 @@ def expected_contract(run) -> dict[str, tuple[dict, dict]]:
         for spec in run.features.query
     }
     ranked = {contract.ITEM_IDS: ([None, K], string), contract.SCORES: ([None, K], tf.float32)}
-    embedding = {contract.EMBEDDING: ([None, run.config.model.embedding_dim], tf.float32)}
+    embedding = {contract.EMBEDDING: ([None, run.config.model.output_dim], tf.float32)}
     item = {contract.ITEM_ID: (scalar, string)}
     return {
         contract.SERVING_DEFAULT: ({contract.USER_ID: (scalar, string)}, ranked),

@@ -266,3 +266,14 @@ def test_config_round_trips_through_json(tmp_path: Path):
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ConfigError, match="cannot read config"):
         RunConfig.load(tmp_path / "broken.json")
+
+
+def test_a_run_saved_before_ensembles_loads_as_one_member(tmp_path: Path):
+    """Its checkpoint holds one pair of towers; a config file without the field gets today's
+    default (an ensemble), a saved run its own past."""
+    (tmp_path / "config.json").write_text(json.dumps({"model": {"embedding_dim": 32}}))
+    assert RunConfig.load(tmp_path / "config.json").model.ensemble_members == 1
+    assert RunConfig.from_dict({"model": {"embedding_dim": 32}}).model.ensemble_members == 3
+    config = RunConfig.from_dict({"model": {"ensemble_members": 2}})
+    config.save(tmp_path / "ensemble.json")
+    assert RunConfig.load(tmp_path / "ensemble.json").model.ensemble_members == 2

@@ -37,6 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated training seeds of the ablation (default 42,1,2)",
     )
     parser.add_argument(
+        "--variants",
+        type=lambda text: tuple(name.strip() for name in text.split(";") if name.strip()),
+        default=(),
+        help="with --ablation: only these variants beside the default model, by their row "
+        "names separated by ';' (e.g. 'one member (no ensemble);2 ensemble members')",
+    )
+    parser.add_argument(
         "--new-items",
         action="store_true",
         help="instead: hide the newest --new-fraction of items from training, add them through "
@@ -88,7 +95,10 @@ def _ablation(args: argparse.Namespace, data, config) -> int:
     from benchmarks.report import record
 
     base = quality.default_variants(args.epochs)[0]
-    rows = quality.run_ablation(data, config, quality.ablation_variants(base), args.seeds)
+    variants = quality.ablation_variants(base)
+    if args.variants:
+        variants = quality.select_variants(variants, args.variants)
+    rows = quality.run_ablation(data, config, variants, args.seeds)
     markdown = quality.ablation_markdown(rows, base.name)
     name = "quality_ablation" if args.out_name == "quality" else args.out_name
     record(name, {"dataset": config.dataset, "seeds": list(args.seeds), "variants": rows}, markdown)

@@ -33,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--embedding-dim", type=int)
+    parser.add_argument(
+        "--ensemble-members",
+        type=int,
+        help="independently trained tower pairs served as one (model.ensemble_members; default "
+        "3): 1 trains about 2.6x faster and serves embeddings a third the size",
+    )
     parser.add_argument("--seed", type=int)
     parser.add_argument(
         "--strategy",
@@ -78,7 +84,9 @@ def build_config(args: argparse.Namespace) -> RunConfig:
             preprocess_memory_gb=args.memory_limit_gb,
             shards_cache=args.shards_cache,
         ),
-        model=with_overrides(base.model, embedding_dim=args.embedding_dim),
+        model=with_overrides(
+            base.model, embedding_dim=args.embedding_dim, ensemble_members=args.ensemble_members
+        ),
         train=with_overrides(
             base.train,
             epochs=args.epochs,
