@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from pathlib import Path
@@ -39,9 +40,12 @@ def load_saved_model(path: str | Path) -> Any:
     return _load(Path(path), lambda directory: tf.saved_model.load(directory))
 
 
-def load_session_bundle(path: str | Path) -> SessionBundle:
+def load_session_bundle(
+    path: str | Path, intra_op_threads: int = 0, inter_op_threads: int = 0
+) -> SessionBundle:
     """Loads the SavedModel at `path` (a version directory) with the ScaNN ops registered, the
-    way TF Serving loads it (`export.session_bundle`).
+    way TF Serving loads it (`export.session_bundle`), with sessions of `intra_op_threads` and
+    `inter_op_threads` (0: TensorFlow's choice).
 
     Raises:
       ExportError: `path` is not a SavedModel directory.
@@ -49,7 +53,12 @@ def load_session_bundle(path: str | Path) -> SessionBundle:
     """
     from export.session_bundle import load_session_bundle as load
 
-    return _load(Path(path), load)
+    return _load(
+        Path(path),
+        functools.partial(
+            load, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads
+        ),
+    )
 
 
 def _load(path: Path, load: Callable[[str], Any]) -> Any:

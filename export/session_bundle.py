@@ -93,14 +93,24 @@ class SessionBundle:
         return self.session.run(fetches, feeds)
 
 
-def load_session_bundle(export_dir: str) -> SessionBundle:
+def load_session_bundle(
+    export_dir: str, intra_op_threads: int = 0, inter_op_threads: int = 0
+) -> SessionBundle:
     """Loads a version directory as TF Serving does (the caller registers custom ops first).
+
+    `intra_op_threads` (threads one op may use) and `inter_op_threads` (ops run at once) size
+    the session's thread pools, as TF Serving's --tensorflow_intra_op_parallelism and
+    --tensorflow_inter_op_parallelism do; 0 lets TensorFlow choose (one thread per core).
 
     Raises:
       Whatever TensorFlow raises for a SavedModel it cannot load (e.g. an unregistered op).
     """
     graph = tf.Graph()
-    session = tf.compat.v1.Session(graph=graph)
+    threads = tf.compat.v1.ConfigProto(
+        intra_op_parallelism_threads=intra_op_threads,
+        inter_op_parallelism_threads=inter_op_threads,
+    )
+    session = tf.compat.v1.Session(graph=graph, config=threads)
     try:
         with graph.as_default():
             meta_graph = tf.compat.v1.saved_model.loader.load(session, [SERVE_TAG], export_dir)

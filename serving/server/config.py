@@ -8,6 +8,7 @@ The module is pure Python: importing it does not import TensorFlow.
 
 from __future__ import annotations
 
+import os
 import re
 import types
 from collections.abc import Iterable, Mapping
@@ -154,6 +155,13 @@ class ServingConfig:
         0 (TF Serving's advice for online serving) batches only calls that queued up anyway.
       num_batch_threads: with batching, how many merged batches run at the same time.
       max_enqueued_batches: with batching, how many batches may wait; beyond, UNAVAILABLE.
+      tensorflow_intra_op_parallelism: threads one TensorFlow op may use in a server process
+        (TF Serving's --tensorflow_intra_op_parallelism).
+      tensorflow_inter_op_parallelism: TensorFlow ops that may run at once in a server process
+        (TF Serving's --tensorflow_inter_op_parallelism). For both, 0 means: TensorFlow's choice
+        (one thread per core) in one process; with several embedded `workers`, each worker's
+        share of the cores (`worker_threads`), since workers that each size their pools to
+        every core only contend for them.
       workers: embedded server processes sharing the gRPC and REST ports (SO_REUSEPORT), each
         loading the model from `model_base_path` itself (`serving.server.supervisor`); 1 serves
         from one process.
@@ -189,6 +197,8 @@ class ServingConfig:
     batch_timeout_micros: int = 0
     num_batch_threads: int = 2
     max_enqueued_batches: int = 64
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
     workers: int = 1
     reuse_port: bool = False
     max_worker_restarts: int = 5
@@ -247,6 +257,26 @@ class ServingConfig:
             raise ConfigError(
                 "drain_grace_s, batch_timeout_micros and max_worker_restarts must be >= 0"
             )
+        for name in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"):
+            if getattr(self, name) < 0:
+                raise ConfigError(
+                    f"{name} must be >= 0 (0: TensorFlow's choice, or each worker's share of "
+                    f"the cores), got {getattr(self, name)}"
+                )
+
+    def worker_threads(self, cores: int) -> tuple[int, int]:
+        """(intra-op, inter-op) threads for each of `workers` processes on `cores` cores: the
+        fields as set, or for 0 with several workers their share of the cores (at least 1),
+        else 0 (TensorFlow's choice).
+
+        Measured on 2 cores, 2 workers, 32 clients: sessions sized to every core (TensorFlow's
+        default) answered 1,870-2,389 QPS, one thread each 2,452-2,616 (docs/serving.md).
+        """
+        share = max(1, cores // self.workers) if self.workers > 1 else 0
+        return (
+            self.tensorflow_intra_op_parallelism or share,
+            self.tensorflow_inter_op_parallelism or share,
+        )
 
     @property
     def tensor_limits(self) -> TensorLimits:
@@ -257,6 +287,14 @@ class ServingConfig:
             max_tensor_elements=self.max_tensor_elements,
             max_tensor_bytes=self.max_tensor_bytes,
         )
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def config_to_json(config: ServingConfig) -> dict[str, Any]:

@@ -139,6 +139,9 @@ def model_server_argv(
         f"--monitoring_config_file={files.monitoring_config}",
         f"--grpc_max_threads={config.grpc_max_workers}",
     ]
+    for flag in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"):
+        if getattr(config, flag):  # 0: TF Serving's own default, TensorFlow's choice
+            argv.append(f"--{flag}={getattr(config, flag)}")
     if config.version_labels:
         # Labels are read with the config, before any version is AVAILABLE; without this flag
         # TF Serving refuses a label that points at a version still loading.

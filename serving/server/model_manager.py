@@ -258,7 +258,13 @@ class ModelManager:
         started = time.monotonic()
         servable = None
         try:
-            servable = load_servable(name, version, path)
+            servable = load_servable(
+                name,
+                version,
+                path,
+                self._config.tensorflow_intra_op_parallelism,
+                self._config.tensorflow_inter_op_parallelism,
+            )
             if self._config.enable_batching:
                 servable = self._with_batching(servable)
             warmups = self._warm_up(servable, path) if self._config.enable_warmup else 0

@@ -146,15 +146,18 @@ def check_deadline(deadline: float | None, stage: str) -> None:
         raise StatusError(grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline exceeded {stage}")
 
 
-def load_servable(name: str, version: int, path: Path) -> Servable:
-    """Loads the SavedModel in the version directory `path` as TF Serving does.
+def load_servable(
+    name: str, version: int, path: Path, intra_op_threads: int = 0, inter_op_threads: int = 0
+) -> Servable:
+    """Loads the SavedModel in the version directory `path` as TF Serving does, in a session
+    with `intra_op_threads` and `inter_op_threads` (0: TensorFlow's choice).
 
     Raises:
       ExportError: `path` holds no saved_model.pb.
       Exception: whatever TensorFlow raises for a SavedModel it cannot load (no MetaGraph
         tagged "serve", an op not registered here, ...).
     """
-    bundle = load_session_bundle(path)
+    bundle = load_session_bundle(path, intra_op_threads, inter_op_threads)
     signatures = {
         key: Signature(
             key,

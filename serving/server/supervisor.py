@@ -39,7 +39,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from serving.server.config import ServingConfig, config_to_json
+from serving.server.config import ServingConfig, available_cores, config_to_json
 from tfrs_model.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -125,13 +125,17 @@ class Supervisor:
             self.rest_port = rest_socket.getsockname()[1]
 
     def worker_config(self) -> ServingConfig:
-        """What every worker serves: the reserved ports, shared (SO_REUSEPORT), one process."""
+        """What every worker serves: the reserved ports, shared (SO_REUSEPORT), one process,
+        with TensorFlow thread pools of its share of the cores (`ServingConfig.worker_threads`)."""
+        intra_op, inter_op = self._config.worker_threads(available_cores())
         return replace(
             self._config,
             grpc_port=self.grpc_port,
             rest_port=self.rest_port,
             reuse_port=True,
             workers=1,
+            tensorflow_intra_op_parallelism=intra_op,
+            tensorflow_inter_op_parallelism=inter_op,
         )
 
     def run(self, stop: threading.Event) -> int:

@@ -46,6 +46,19 @@ def test_every_warmup_request_answers_as_the_restored_functions(version_dirs, lo
                 np.testing.assert_allclose(got[key], want, rtol=1e-5, err_msg=f"{name}.{key}")
 
 
+def test_thread_pool_sizes_reach_the_session_and_change_no_answer(version_dirs):
+    default = load_session_bundle(version_dirs[BRUTE_FORCE])
+    single = load_session_bundle(version_dirs[BRUTE_FORCE], intra_op_threads=1, inter_op_threads=1)
+    request = {"user_id": np.array([b"1", b"2", b"unseen"], dtype=object)}
+
+    assert single.session._config.intra_op_parallelism_threads == 1
+    assert single.session._config.inter_op_parallelism_threads == 1
+    want = default.run("serving_default", request, ["scores", "item_ids"])
+    got = single.run("serving_default", request, ["scores", "item_ids"])
+    np.testing.assert_array_equal(got["item_ids"], want["item_ids"])
+    np.testing.assert_allclose(got["scores"], want["scores"], rtol=1e-6, atol=1e-6)
+
+
 def test_a_bad_input_fails_as_tensorflow_reports_it(version_dirs):
     bundle = load_session_bundle(version_dirs[BRUTE_FORCE])
 

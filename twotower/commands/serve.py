@@ -8,12 +8,11 @@ failing requests; SIGTERM drains. TensorFlow is imported only when the command r
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from export import contract
 from serving.server import launcher
-from serving.server.config import ServingConfig, VersionPolicy
+from serving.server.config import ServingConfig, VersionPolicy, available_cores
 from tfrs_model.errors import ConfigError
 
 
@@ -147,6 +146,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0,
         help="with batching, how long a request waits for others (default: %(default)s)",
     )
+    for flag in ("--tensorflow-intra-op-parallelism", "--tensorflow-inter-op-parallelism"):
+        limits.add_argument(
+            flag,
+            type=int,
+            default=0,
+            help="TF Serving's flag of that name: threads per op / ops at once, per process "
+            "(default: 0, TensorFlow's choice; embedded --workers N: each worker's share of the "
+            "cores)",
+        )
     limits.add_argument(
         "--drain-grace",
         type=float,
@@ -163,10 +171,7 @@ def default_workers() -> int:
     answered 886-909 QPS at 32 clients where 1 answered 403-750 (docs/serving.md,
     "Throughput"). Beyond the cores, workers only compete for them and each holds the model.
     """
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return available_cores()
 
 
 def serving_config(args: argparse.Namespace) -> ServingConfig:
@@ -204,6 +209,8 @@ def serving_config(args: argparse.Namespace) -> ServingConfig:
         drain_grace_s=args.drain_grace,
         enable_batching=args.enable_batching,
         batch_timeout_micros=args.batch_timeout_micros,
+        tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
+        tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism,
         workers=default_workers() if args.workers is None else args.workers,
         max_worker_restarts=args.max_worker_restarts,
     )

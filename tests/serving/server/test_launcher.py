@@ -119,6 +119,21 @@ def test_argv_without_batching_or_rest(tmp_path):
     assert not any(arg.startswith("--enable_batching") for arg in argv)
 
 
+def test_argv_passes_thread_pool_sizes_only_when_set(tmp_path):
+    files = launcher.write_model_server_files(_config(tmp_path), tmp_path / "conf")
+    assert not any(
+        "op_parallelism" in arg for arg in launcher.model_server_argv(_config(tmp_path), files)
+    )
+
+    config = _config(tmp_path, tensorflow_intra_op_parallelism=2, tensorflow_inter_op_parallelism=4)
+    argv = launcher.model_server_argv(config, files)
+
+    assert "--tensorflow_intra_op_parallelism=2" in argv
+    assert "--tensorflow_inter_op_parallelism=4" in argv
+    args = _parse(["--model-base-path", "m", "--tensorflow-intra-op-parallelism", "1"])
+    assert serve_cli.serving_config(args).tensorflow_intra_op_parallelism == 1
+
+
 def test_argv_refuses_port_zero(tmp_path):
     config = _config(tmp_path, grpc_port=0)
     files = launcher.write_model_server_files(config, tmp_path / "conf")

@@ -66,6 +66,30 @@ def test_workers_flag_defaults_to_the_cores_and_is_checked(tmp_path):
         ServingConfig(model_base_path=tmp_path, workers=0)
 
 
+@pytest.mark.parametrize(
+    ("fields", "cores", "expected"),
+    [
+        ({"workers": 1}, 2, (0, 0)),  # one process: TensorFlow's choice, one thread per core
+        ({"workers": 2}, 2, (1, 1)),  # each worker its share of the cores
+        ({"workers": 2}, 8, (4, 4)),
+        ({"workers": 3}, 2, (1, 1)),  # never below one thread
+        ({"workers": 2, "tensorflow_intra_op_parallelism": 3}, 2, (3, 1)),  # as set
+        ({"workers": 1, "tensorflow_inter_op_parallelism": 2}, 8, (0, 2)),
+    ],
+)
+def test_worker_thread_pools_share_the_cores(tmp_path, fields, cores, expected):
+    assert ServingConfig(model_base_path=tmp_path, **fields).worker_threads(cores) == expected
+
+
+def test_workers_get_their_share_of_the_cores_and_bad_sizes_are_refused(tmp_path):
+    worker = Supervisor(ServingConfig(model_base_path=tmp_path, workers=2)).worker_config()
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert (worker.workers, worker.reuse_port) == (1, True)
+    assert worker.tensorflow_intra_op_parallelism == worker.tensorflow_inter_op_parallelism == share
+    with pytest.raises(ConfigError, match="tensorflow_intra_op_parallelism must be >= 0"):
+        ServingConfig(model_base_path=tmp_path, tensorflow_intra_op_parallelism=-1)
+
+
 def test_reserved_ports_are_shared_with_reuse_port_and_refused_to_other_servers():
     held = reserve_port("127.0.0.1", 0)
     port = held.getsockname()[1]
