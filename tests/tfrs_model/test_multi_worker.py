@@ -8,6 +8,7 @@ strategy. All three read the same synthetic data, written in the MovieLens-100K 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -20,7 +21,7 @@ from tfrs_model.run import Run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-TIMEOUT_SECONDS = 120
+TIMEOUT_SECONDS = 240
 # The summary line `twotower train` prints: the best epoch and its validation metrics.
 SUMMARY = re.compile(r"best epoch (\d+): validation recall@10 ([\d.]+), ndcg@10 ([\d.]+)")
 
@@ -30,8 +31,14 @@ def test_two_workers_train_one_model_as_good_as_one(tmp_path, synthetic, tiny_co
 
     data_dir = write_movielens(synthetic, tmp_path / "data")
     config_file = tmp_path / "config.json"
-    # Global batch 256 in both runs: each worker computes half of every batch.
-    config_file.write_text(json.dumps(tiny_config(epochs=3).to_dict()))
+    # Global batch 256 in both runs: each worker computes half of every batch. Two ensemble
+    # members, as the default model has three: each member's own stream goes through the
+    # strategy's per-worker input pipelines.
+    config = tiny_config(epochs=3)
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, ensemble_members=2)
+    )
+    config_file.write_text(json.dumps(config.to_dict()))
     common = ["--data-dir", str(data_dir), "--config", str(config_file)]
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
