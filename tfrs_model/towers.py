@@ -82,7 +82,7 @@ class EnsembleTower(tf.keras.Model):
             Tower(features, tower, config, name=f"member_{i}")
             for i in range(config.ensemble_members)
         ]
-        self.scale = float(config.ensemble_members) ** 0.5
+        self.scale = _ensemble_scale(config.ensemble_members)
 
     @property
     def specs(self):
@@ -108,7 +108,13 @@ def member_outputs(embeddings: tf.Tensor, members: int) -> list[tf.Tensor]:
     `members` of `[n, d]`, each as its member computed it."""
     if members == 1:
         return [embeddings]
-    return tf.split(embeddings * float(members) ** 0.5, members, axis=1)
+    return tf.split(embeddings * _ensemble_scale(members), members, axis=1)
+
+
+def _ensemble_scale(members: int) -> float:
+    """sqrt(members): what an `EnsembleTower` divides its concatenated outputs by, so that unit
+    members give a unit output (and `member_outputs` multiplies by to undo it)."""
+    return float(members) ** 0.5
 
 
 def _tower(features: FeatureSet, tower: str, config: ModelConfig) -> Tower | EnsembleTower:

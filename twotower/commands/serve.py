@@ -150,7 +150,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         limits.add_argument(
             flag,
             type=int,
-            default=0,
+            default=getattr(defaults, flag[2:].replace("-", "_")),
             help="TF Serving's flag of that name: threads per op / ops at once, per process "
             "(default: 0, TensorFlow's choice; embedded --workers N: each worker's share of the "
             "cores)",

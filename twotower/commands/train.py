@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--ensemble-members",
         type=int,
         help="independently trained tower pairs served as one (model.ensemble_members; default "
-        "3): 1 trains about 2.6x faster and serves embeddings a third the size",
+        "3): 1 trains about 2-2.6x faster and serves embeddings a third the size",
     )
     parser.add_argument("--seed", type=int)
     parser.add_argument(
