@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import shutil
@@ -545,6 +546,7 @@ def train(
     # collective ops, which must happen before the eager context is initialized.
     strategy = make_strategy(config.train.strategy, config.train.min_shard_bytes)
     split_started = time.perf_counter()
+    config = _for_log_size(config, len(data.interactions))
     split, features = prepare(data, config)
     split_seconds = time.perf_counter() - split_started
     stage_seconds = {"load": load_seconds, "split": split_seconds}
@@ -571,6 +573,22 @@ def train(
         write_json(staging / METRICS_FILE, _metrics_payload(split, result))
     logger.info("wrote run %s", out_dir)
     return result
+
+
+def _for_log_size(config: RunConfig, interactions: int) -> RunConfig:
+    """`config` with its model as trained on this log (`ModelConfig.for_log`), said in the log."""
+    model = config.model.for_log(interactions)
+    if model is config.model:
+        return config
+    logger.info(
+        "%d interactions > model.ensemble_max_rows (%d): training one pair of towers instead of "
+        "%d ensemble members (at this size they add little recall for their cost; "
+        "--ensemble-max-rows 0 keeps them)",
+        interactions,
+        config.model.ensemble_max_rows,
+        config.model.ensemble_members,
+    )
+    return dataclasses.replace(config, model=model)
 
 
 def _result(

@@ -5,6 +5,7 @@ The model is trained once per session (`trained_run` in conftest.py) and shared.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tfrs_model.evaluation.metrics import ranking_metrics
 from tfrs_model.evaluation.protocol import build_eval_set
 from tfrs_model.evaluation.two_tower import TwoTowerRanker
 from tfrs_model.run import Run, atomic_directory
+from tfrs_model.towers import Tower
 
 
 @pytest.mark.slow
@@ -277,3 +279,30 @@ def test_a_run_saved_before_ensembles_loads_as_one_member(tmp_path: Path):
     config = RunConfig.from_dict({"model": {"ensemble_members": 2}})
     config.save(tmp_path / "ensemble.json")
     assert RunConfig.load(tmp_path / "ensemble.json").model.ensemble_members == 2
+
+
+def test_logs_above_the_ensemble_limit_train_one_pair_of_towers():
+    """Worked by hand: 3 members, limit 100 rows: 100 rows keep 3, 101 rows train 1; a limit of
+    0 never drops members; a negative limit is refused."""
+    model = ModelConfig(ensemble_members=3, ensemble_max_rows=100)
+    assert model.for_log(100) is model
+    assert model.for_log(101) == ModelConfig(ensemble_members=1, ensemble_max_rows=100)
+    assert model.for_log(101).output_dim == model.embedding_dim
+    assert ModelConfig(ensemble_members=3, ensemble_max_rows=0).for_log(10**9).ensemble_members == 3
+    with pytest.raises(ConfigError, match="ensemble_max_rows must be a whole number >= 0"):
+        ModelConfig(ensemble_max_rows=-1)
+
+
+@pytest.mark.slow
+def test_a_run_over_the_ensemble_limit_saves_the_one_member_it_trained(tmp_path, tiny_config):
+    data = make_synthetic(num_users=60, num_items=40, interactions_per_user=20, num_clusters=2)
+    config = tiny_config(epochs=1, production_fit=False, refit_on_validation=False)
+    limit = len(data.interactions) - 1
+    model = dataclasses.replace(config.model, ensemble_members=2, ensemble_max_rows=limit)
+    training.train(data, dataclasses.replace(config, model=model), tmp_path / "run")
+    run = Run.open(tmp_path / "run")
+    # The saved config is what was trained, so the export builds the same (single) towers.
+    assert run.config.model.ensemble_members == 1
+    assert run.config.model.ensemble_max_rows == limit
+    model = run.load_model()
+    assert isinstance(model.query_model, Tower) and isinstance(model.candidate_model, Tower)

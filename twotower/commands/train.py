@@ -39,6 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="independently trained tower pairs served as one (model.ensemble_members; default "
         "3): 1 trains about 2-2.6x faster and serves embeddings a third the size",
     )
+    parser.add_argument(
+        "--ensemble-max-rows",
+        type=int,
+        help="logs with more interactions train one pair of towers (model.ensemble_max_rows; "
+        "default 1000000; 0: no limit): at 2.5M-25M rows three members measured 0.4-0.6%% "
+        "more recall@10 for 3.2-3.4x the training time",
+    )
     parser.add_argument("--seed", type=int)
     parser.add_argument(
         "--strategy",
@@ -85,7 +92,10 @@ def build_config(args: argparse.Namespace) -> RunConfig:
             shards_cache=args.shards_cache,
         ),
         model=with_overrides(
-            base.model, embedding_dim=args.embedding_dim, ensemble_members=args.ensemble_members
+            base.model,
+            embedding_dim=args.embedding_dim,
+            ensemble_members=args.ensemble_members,
+            ensemble_max_rows=args.ensemble_max_rows,
         ),
         train=with_overrides(
             base.train,
